@@ -56,6 +56,13 @@ export interface BlockDevice {
   /** Smallest write that does not need read-modify-write; a power of two. */
   readonly preferredBlockSize: number;
   readonly capabilities: Readonly<Capabilities>;
+  /**
+   * Names the contents of a device whose bytes never change (an image
+   * version): a copy-on-write overlay records its base's identity and
+   * refuses to open over a different one. Optional: a device without one
+   * is matched by size only.
+   */
+  readonly identity?: string;
 
   /** Reads `length` bytes at `offset` into `into` (from its start) and returns it. */
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
