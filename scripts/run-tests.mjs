@@ -24,7 +24,7 @@ function walk(dir) {
   return out;
 }
 
-const roots = { unit: ['dist/src'], integration: ['dist/test/integration'], interop: ['dist/test/interop'], e2e: ['dist/test/e2e'] };
+const roots = { unit: ['dist/src', 'dist/bench'], integration: ['dist/test/integration'], interop: ['dist/test/interop'], e2e: ['dist/test/e2e'] };
 const selected = (tier === 'all' ? tiers : [tier]).flatMap((t) => roots[t].flatMap(walk));
 const files = selected.filter((f) => filters.length === 0 || filters.some((x) => f.includes(x))).sort();
 if (files.length === 0) {
