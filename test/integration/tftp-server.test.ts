@@ -187,10 +187,10 @@ test('a file of more than 65535 blocks: the block number rolls over to 0', async
     server.on('served', (s) => served.push(s));
     const r = await get(port, 'huge.bin', { blksize: 512, windowsize: 64 });
     assert.ok(r.data.equals(files['huge.bin']!), 'byte-identical after the rollover');
-    assert.equal(r.packets, 1 + 33 * 2048 + 1, 'the OACK, then each DATA once');
     await new Promise((res) => setTimeout(res, 50));
     assert.equal(served[0]?.bytes, 33 * 1024 * 1024);
-    assert.equal(served[0]?.blocksSent, 33 * 2048 + 1);
+    // Exact even if a loaded machine forced a retransmission.
+    assert.equal(served[0]!.blocksSent - served[0]!.retransmits, 33 * 2048 + 1, 'each of the 67,585 blocks sent');
   });
 });
 
@@ -311,15 +311,17 @@ test('close() ends running transfers with error 0 and waits for them', async (t)
   const { port } = await server.listen(0, HOST);
   const sock = await openSocket(t);
   const errors: TftpPacket[] = [];
+  let data = 0;
   sock.on('message', (msg) => {
     const p = decodePacket(msg);
     if (p.opcode === OPCODES.ERROR) errors.push(p);
+    if (p.opcode === OPCODES.DATA) data++;
   });
   sock.send(encodeRequest(OPCODES.RRQ, 'medium.bin', 'octet'), port, HOST);
-  await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 200 && data === 0; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal(server.stats().active, 1);
   await server.close();
-  await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 200 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(errors, [{ opcode: OPCODES.ERROR, code: 0, message: 'Server shutting down' }]);
   assert.equal(server.stats().active, 0);
 });
