@@ -421,6 +421,8 @@ export function nbdSupport(listing: InitramfsListing, o: NbdSupportOptions): Nbd
       fix: 'regenerate the initramfs with dracut --force --add nbd (needs /usr/lib/dracut/modules.d/95nbd in the image)',
     });
   }
+  // No `found: undefined` keys: the result is stored as JSON and must read back equal.
+  for (const c of checks) if (c.found === undefined) delete c.found;
   const missing = checks.filter((c) => !c.present);
   return { flavour: o.flavour, supported: missing.length === 0, checks, missing };
 }

@@ -51,6 +51,8 @@ test('Debian-like GPT disk: root partition, UUID, os-release, kernels, the /vmli
     '0e3c8f1a-7d2b-4c55-9a61-2f4b8d7e6c10',
   );
   const ins = await inspectDisk(path);
+  // The inspection is stored as JSON by the catalogue: it must round-trip.
+  assert.deepEqual(JSON.parse(JSON.stringify(ins)), ins);
   assert.equal(ins.partitionTable?.scheme, 'gpt');
   assert.deepEqual(ins.partitions.map((p) => [p.number, p.kind, p.fsType]), [
     [1, 'efi-system', 'unknown'],

@@ -358,7 +358,7 @@ export async function inspectDisk(path: string, options: InspectOptions = {}): P
       const nbdBuiltin = builtin?.split('\n').some((l) => l.trim() === 'kernel/drivers/block/nbd.ko') ?? false;
       const checkAs = flavour ?? contentFlavour ?? 'initramfs-tools';
       k.initramfs = {
-        flavour: contentFlavour,
+        ...(contentFlavour ? { flavour: contentFlavour } : {}),
         segments: listing.segments,
         files: listing.entries.size,
         unpackedBytes: listing.unpackedBytes,
@@ -393,7 +393,7 @@ export async function inspectDisk(path: string, options: InspectOptions = {}): P
       nbdDevice: rootPart.number === 0 ? '/dev/nbd0' : `/dev/nbd0p${rootPart.number}`,
     },
     osRelease: root.osRelease,
-    initramfsFlavour: flavour,
+    ...(flavour ? { initramfsFlavour: flavour } : {}),
     installed,
     kernels,
     defaultKernel,

@@ -71,8 +71,8 @@ export interface Partition {
   guid?: string;
   /** GPT: the partition name (UTF-16LE in the entry). */
   name?: string;
-  /** GPT: the 64-bit attribute field. */
-  attributes?: bigint;
+  /** GPT: the 64-bit attribute field as 16 hex digits (a string, so inspections serialize as JSON). */
+  attributes?: string;
   /** MBR: the OS type byte. */
   mbrType?: number;
   /** MBR: the boot indicator was 0x80. */
@@ -276,7 +276,7 @@ function gptPartitions(arr: Buffer, h: GptHeader, sectorSize: number): Partition
       typeGuid,
       guid: formatGuid(arr, at + 16),
       name: nameBytes.subarray(0, nameEnd).toString('utf16le'),
-      attributes: arr.readBigUInt64LE(at + 48),
+      attributes: arr.readBigUInt64LE(at + 48).toString(16).padStart(16, '0'),
     });
   }
   assertNoOverlap(out, 'IMAGES_GPT_ENTRIES_CORRUPT', 'GPT');

@@ -61,6 +61,12 @@ async function peerErrorOf(p: Promise<unknown>): Promise<{ code: number; message
   assert.fail('the transfer succeeded');
 }
 
+/** Polls until `cond` holds (or `ms` pass): events trail the client's last packet, more so on a loaded machine. */
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+}
+
 /** A bound loopback socket, closed when the test ends whatever happens (an open socket keeps the run alive). */
 async function openSocket(t: TestContext): Promise<dgram.Socket> {
   const sock = dgram.createSocket('udp4');
@@ -76,13 +82,15 @@ async function openSocket(t: TestContext): Promise<dgram.Socket> {
 }
 
 /** Sends raw bytes to the server's request port; collects replies for a short while. */
-async function raw(port: number, packets: Buffer[], waitMs = 150): Promise<Array<{ packet: TftpPacket; port: number }>> {
+async function raw(port: number, packets: Buffer[], expect: number): Promise<Array<{ packet: TftpPacket; port: number }>> {
   const sock = dgram.createSocket('udp4');
   const replies: Array<{ packet: TftpPacket; port: number }> = [];
   sock.on('message', (msg, rinfo) => replies.push({ packet: decodePacket(msg), port: rinfo.port }));
   await new Promise<void>((r) => sock.bind(0, HOST, r));
   for (const p of packets) sock.send(p, port, HOST);
-  await new Promise((r) => setTimeout(r, waitMs));
+  await until(() => replies.length >= expect);
+  // A little longer, to catch replies that should not come.
+  await new Promise((r) => setTimeout(r, 100));
   sock.close();
   return replies;
 }
@@ -97,7 +105,7 @@ test('small, exact-multiple and empty files, lock-step at 512: byte-identical; s
       assert.notEqual(r.serverPort, port, 'each transfer runs on its own port');
       assert.deepEqual(r.oack, {}, 'no options asked, no OACK');
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => served.length >= 4);
     assert.deepEqual(served.map((s) => [s.path, s.bytes, s.size]), [
       ['small.bin', 1000, 1000], ['exact.bin', 4096, 4096], ['empty.bin', 0, 0], ['one.bin', 512, 512],
     ]);
@@ -160,7 +168,7 @@ test('tsize probe (OVMF: RRQ tsize+blksize+windowsize, then ERROR after the OACK
     assert.equal(probe.oack.tsize, String(files['medium.bin']!.length));
     const r = await get(port, 'medium.bin', { blksize: 1468, windowsize: 4 });
     assert.deepEqual(r.data, files['medium.bin']);
-    await new Promise((res) => setTimeout(res, 50));
+    await until(() => aborted.length >= 1);
     assert.equal(aborted.length, 1);
     assert.equal(aborted[0]!.peerError.code, 0);
     assert.deepEqual(failed, []);
@@ -187,7 +195,7 @@ test('a file of more than 65535 blocks: the block number rolls over to 0', async
     server.on('served', (s) => served.push(s));
     const r = await get(port, 'huge.bin', { blksize: 512, windowsize: 64 });
     assert.ok(r.data.equals(files['huge.bin']!), 'byte-identical after the rollover');
-    await new Promise((res) => setTimeout(res, 50));
+    await until(() => served.length >= 1);
     assert.equal(served[0]?.bytes, 33 * 1024 * 1024);
     // Exact even if a loaded machine forced a retransmission.
     assert.equal(served[0]!.blocksSent - served[0]!.retransmits, 33 * 2048 + 1, 'each of the 67,585 blocks sent');
@@ -216,7 +224,7 @@ test('refusals: missing (1), traversal and absolute escapes (2), write (2), bad 
       encodeAck(1),
       Buffer.from([0, 5, 0, 1, 0x41, 0]), // an ERROR: never answered
       Buffer.from([7]), // too short: dropped
-    ]);
+    ], 8);
     const codes = replies.map((r) => (r.packet.opcode === OPCODES.ERROR ? r.packet.code : -r.packet.opcode)).sort();
     // WRQ 2; duplicated option 8; mail mode 4; two missing NULs 4; two unknown opcodes 4; ACK to the request port 4.
     assert.deepEqual(codes, [2, 4, 4, 4, 4, 4, 4, 8]);
@@ -228,7 +236,7 @@ test('limits: per client and overall; a refused request gets error 0 and the oth
     const failed: string[] = [];
     server.on('failed', (s) => failed.push(s.error.code));
     for (let i = 0; i < 2; i++) (await openSocket(t)).send(encodeRequest(OPCODES.RRQ, 'medium.bin', 'octet'), port, HOST);
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => server.stats().active === 2);
     assert.equal(server.stats().active, 2);
     const e = await peerErrorOf(get(port, 'small.bin'));
     assert.equal(e.code, 0);
@@ -256,6 +264,7 @@ test('a resent request (same TID, same bytes) does not start a second transfer',
     sock.send(rrq, port, HOST);
     sock.send(rrq, port, HOST);
     sock.send(rrq, port, HOST);
+    await until(() => blocks.length > 0);
     await new Promise((r) => setTimeout(r, 150));
     assert.equal(fromPorts.size, 1, 'one transfer port answered');
     assert.deepEqual(blocks, [1]);
@@ -263,29 +272,52 @@ test('a resent request (same TID, same bytes) does not start a second transfer',
   }, { timeoutMs: 5000 });
 });
 
-test('the same request again from the same port, after a finished download, is a new download', async (t) => {
-  await withServer(async (port) => {
+test('a copy of a request arriving just after its file was served starts nothing; later, the same port may ask again', async (t) => {
+  await withServer(async (port, server) => {
     const sock = await openSocket(t);
+    const rrq = encodeRequest(OPCODES.RRQ, 'small.bin', 'octet');
+    let dataPackets = 0;
+    /** Lock-step download from this one port; the request is resent every 200 ms until answered, as clients do. */
     const download = (): Promise<Buffer> => new Promise((resolve, reject) => {
       const parts: Buffer[] = [];
-      const timer = setTimeout(() => reject(new Error('no answer: the request was taken for a duplicate')), 2000);
+      let answered = false;
+      const resend = setInterval(() => {
+        if (!answered) sock.send(rrq, port, HOST);
+      }, 200);
+      const timer = setTimeout(() => {
+        clearInterval(resend);
+        reject(new Error('no answer'));
+      }, 5000);
       const onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
         const p = decodePacket(msg);
         if (p.opcode !== OPCODES.DATA) return;
+        answered = true;
         parts.push(Buffer.from(p.data));
         sock.send(encodeAck(p.block), rinfo.port, HOST);
         if (p.data.length < 512) {
           clearTimeout(timer);
+          clearInterval(resend);
           sock.off('message', onMessage);
           resolve(Buffer.concat(parts));
         }
       };
       sock.on('message', onMessage);
-      sock.send(encodeRequest(OPCODES.RRQ, 'small.bin', 'octet'), port, HOST);
+      sock.send(rrq, port, HOST);
     });
     assert.deepEqual(await download(), files['small.bin']);
+    // A late copy of the request: no second transfer to a client that has its file.
+    sock.on('message', () => dataPackets++);
+    sock.send(rrq, port, HOST);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(dataPackets, 0);
+    assert.equal(server.stats().active, 0);
+    sock.removeAllListeners('message');
+    // After requestMemoryMs the same port asking again is a new download.
+    await new Promise((r) => setTimeout(r, 400));
     assert.deepEqual(await download(), files['small.bin']);
-  });
+    await until(() => server.stats().served === 2);
+    assert.equal(server.stats().served, 2);
+  }, { requestMemoryMs: 500 });
 });
 
 test('50 concurrent transfers, mixed sizes and options, all byte-identical', async () => {
@@ -299,7 +331,7 @@ test('50 concurrent transfers, mixed sizes and options, all byte-identical', asy
     const done = await Promise.all(jobs);
     for (const { name, r } of done) assert.ok(r.data.equals(files[name]!), name);
     assert.equal(new Set(done.map((d) => d.r.serverPort)).size >= 2, true);
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => server.stats().served === 50);
     assert.equal(server.stats().served, 50);
     assert.equal(server.stats().active, 0);
   }, { maxTransfersPerClient: 50 });
@@ -338,7 +370,7 @@ test('a provider slower than readTimeoutMs: error 0 to the client, and the late 
     server.on('failed', (s) => failed.push(s.error.code));
     const e = await peerErrorOf(get(port, 'anything'));
     assert.deepEqual(e, { code: 0, message: 'Read error' });
-    await new Promise((r) => setTimeout(r, 400));
+    await until(() => closed === 1);
   }, { files: slow, readTimeoutMs: 100 });
   assert.deepEqual(failed, ['TFTP_READ_FAILED']);
   assert.equal(closed, 1);
@@ -408,7 +440,7 @@ test('an event listener that throws does not break the server', async () => {
     const r = await get(port, 'small.bin');
     assert.deepEqual(r.data, files['small.bin']);
     assert.equal((await get(port, 'small.bin')).bytes, 1000);
-    await new Promise((res) => setTimeout(res, 30));
+    await until(() => server.stats().served === 2);
     assert.equal(server.stats().served, 2);
   });
 });

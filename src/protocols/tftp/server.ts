@@ -60,6 +60,11 @@ export interface TftpServerOptions {
   readAheadBytes?: number;
   /** MTU assumed toward a peer on no local subnet (pathMtu answered undefined). */
   routedMtu?: number;
+  /**
+   * How long an identical request from the same address and port is taken
+   * for a late copy, after its file was served (and ignored); 0 turns it off.
+   */
+  requestMemoryMs?: number;
   /** Local ports for transfer sockets, e.g. for a firewall; default: any ephemeral port. */
   transferPortRange?: readonly [number, number];
 }
@@ -81,6 +86,8 @@ export const TFTP_DEFAULTS = {
   readAheadBytes: 64 * 1024,
   /** Ethernet: blksize 1468 (RFC 2348's example), what OVMF asks for. */
   routedMtu: 1500,
+  /** Two default retransmission timeouts: a client's resent request is older than that. */
+  requestMemoryMs: 2000,
 } as const;
 
 /** Above this, 16-bit ACK distances would be ambiguous (transfer.ts matches them modulo 65536). */
@@ -138,6 +145,8 @@ interface Active {
   request: Buffer;
   transfer: ReadTransfer | undefined;
   cancelled: TftpError | undefined;
+  /** Set when the file was served whole: the request is remembered a while longer. */
+  servedAt: number | undefined;
 }
 
 export class TftpServer extends EventEmitter<TftpServerEvents> {
@@ -150,6 +159,8 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private readonly active = new Set<Active>();
   /** The latest transfer of each client address and port, to spot resent requests. */
   private readonly byPeer = new Map<string, Active>();
+  /** Timers that forget served requests (requestMemoryMs). */
+  private readonly forgetTimers = new Set<unknown>();
   private readonly perClient = new Map<string, number>();
   private readonly running = new Set<Promise<void>>();
   private readonly counters: TftpServerStats = { active: 0, served: 0, aborted: 0, failed: 0, bytes: 0 };
@@ -192,6 +203,9 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       a.transfer?.abort(shutdown);
     }
     await Promise.allSettled([...this.running]);
+    for (const timer of this.forgetTimers) this.s.clock.clearTimeout(timer);
+    this.forgetTimers.clear();
+    this.byPeer.clear();
   }
 
   /**
@@ -241,11 +255,13 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     const peer: TftpPeer = { address: from.address, port: from.port, family: from.family };
     const key = `${from.address}|${from.port}`;
     const existing = this.byPeer.get(key);
-    if (existing && !existing.transfer?.heardFromPeer && existing.request.equals(msg)) {
-      // The client resent its request before our first packet reached it;
-      // the running transfer's own retransmission answers it. Once the
-      // client has answered that transfer, the same request from the same
-      // port is a new download.
+    if (existing && existing.request.equals(msg)) {
+      // The client resent its request before our first packet reached it
+      // (or the copy was slow to arrive): the running transfer answers it,
+      // and a copy arriving just after the file was served must not start
+      // a second transfer to a client that has gone. RFC 1350 clients take
+      // a new port for each request; one that reuses its port for the same
+      // file is answered once requestMemoryMs has passed.
       this.log.debug('duplicate request ignored', { peer: from.address, port: from.port });
       return;
     }
@@ -257,7 +273,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       return;
     }
     // Reserved now, synchronously: the checks above hold while the file opens.
-    const entry: Active = { request: Buffer.from(msg), transfer: undefined, cancelled: undefined };
+    const entry: Active = { request: Buffer.from(msg), transfer: undefined, cancelled: undefined, servedAt: undefined };
     this.active.add(entry);
     this.byPeer.set(key, entry);
     this.perClient.set(from.address, fromClient + 1);
@@ -265,7 +281,15 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       .catch((err: unknown) => this.log.error('transfer crashed', { err, peer: peer.address }))
       .finally(() => {
         this.active.delete(entry);
-        if (this.byPeer.get(key) === entry) this.byPeer.delete(key);
+        if (entry.servedAt !== undefined && !this.closing && this.s.requestMemoryMs > 0) {
+          const timer = this.s.clock.setTimeout(() => {
+            this.forgetTimers.delete(timer);
+            if (this.byPeer.get(key) === entry) this.byPeer.delete(key);
+          }, this.s.requestMemoryMs);
+          this.forgetTimers.add(timer);
+        } else if (this.byPeer.get(key) === entry) {
+          this.byPeer.delete(key);
+        }
         const n = (this.perClient.get(from.address) ?? 1) - 1;
         if (n <= 0) this.perClient.delete(from.address);
         else this.perClient.set(from.address, n);
@@ -321,6 +345,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       const outcome = await transfer.done;
       this.record(summary, transfer.stats, started);
       if (outcome.kind === 'served') {
+        entry.servedAt = this.s.clock.now();
         this.counters.served++;
         log.info('file served', { path: summary.path, bytes: summary.bytes, durationMs: Math.round(summary.durationMs), retransmits: summary.retransmits });
         this.notify('served', summary);
@@ -465,6 +490,7 @@ function validate(o: TftpServerOptions): Settings {
   int('maxNetasciiBytes', o?.maxNetasciiBytes, 0, 1024 * 1024 * 1024);
   int('readAheadBytes', o?.readAheadBytes, 0, 64 * 1024 * 1024);
   int('routedMtu', o?.routedMtu, 68, 65535);
+  int('requestMemoryMs', o?.requestMemoryMs, 0, 600_000);
   const range = o?.transferPortRange;
   if (range !== undefined) {
     if (!Array.isArray(range) || range.length !== 2 || !range.every((p) => Number.isInteger(p) && p >= 1 && p <= 65535) || range[0] > range[1]) {
@@ -489,6 +515,7 @@ function validate(o: TftpServerOptions): Settings {
     maxNetasciiBytes: o.maxNetasciiBytes ?? TFTP_DEFAULTS.maxNetasciiBytes,
     readAheadBytes: o.readAheadBytes ?? TFTP_DEFAULTS.readAheadBytes,
     routedMtu: o.routedMtu ?? TFTP_DEFAULTS.routedMtu,
+    requestMemoryMs: o.requestMemoryMs ?? TFTP_DEFAULTS.requestMemoryMs,
     transferPortRange: range,
   };
 }

@@ -108,7 +108,6 @@ export class ReadTransfer {
   private timer: unknown = undefined;
   private readTimer: unknown = undefined;
   private retries = 0;
-  private heard = false;
   private settle!: (o: TransferOutcome) => void;
   readonly done: Promise<TransferOutcome>;
   readonly stats: TransferStats = { blocksAcked: 0, bytes: 0, blocksSent: 0, retransmits: 0, timeouts: 0 };
@@ -131,11 +130,6 @@ export class ReadTransfer {
     this.done = new Promise((resolve) => (this.settle = resolve));
     p.socket.onMessage((msg, from) => this.onMessage(msg, from));
     p.socket.onError((err) => this.p.log.debug('transfer socket error', { err }));
-  }
-
-  /** True once the peer has sent anything to this transfer: it got our first packet. */
-  get heardFromPeer(): boolean {
-    return this.heard;
   }
 
   start(): void {
@@ -167,7 +161,6 @@ export class ReadTransfer {
       return;
     }
     if (msg.length < 4) return; // too short to mean anything here: dropped
-    this.heard = true;
     const opcode = msg.readUInt16BE(0);
     if (opcode === OPCODES.ERROR) {
       // Whatever its form, the peer has ended the transfer (tsize probes do this after the OACK).
