@@ -12,7 +12,7 @@
  * test, when none), and the value of every later request touching it. An
  * older value, or garbage, is lost or corrupted data.
  */
-import { prng, below } from './storage-prng.js';
+import { prng, below } from './prng.js';
 
 export const SECTOR = 512;
 /** The value of a sector that reads as zeros. */

@@ -14,7 +14,7 @@
  */
 import { basename } from 'node:path';
 import type { OverlayFile, OverlayFs } from '../../src/storage/cow/io.js';
-import { below, prng } from './storage-prng.js';
+import { below, prng } from './prng.js';
 
 const SECTOR = 512;
 const CHUNK = 64 * 1024;

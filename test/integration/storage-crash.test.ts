@@ -20,7 +20,7 @@ import { CowOverlay } from '../../src/storage/cow/overlay.js';
 import { CLUSTERS_PER_PAGE } from '../../src/storage/cow/cluster-map.js';
 import { FileDevice } from '../../src/storage/file-device.js';
 import { BASE_ID, History, SECTOR, ZERO, checkSectors, opStream, sectorContent, type Op, type Workload } from '../helpers/storage-crash-model.js';
-import { below, prng } from '../helpers/storage-prng.js';
+import { below, prng } from '../helpers/prng.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -14,7 +14,7 @@ import { CLUSTERS_PER_PAGE } from '../../src/storage/cow/cluster-map.js';
 import { MemoryDevice } from '../../src/storage/memory-device.js';
 import { SimFs } from '../helpers/storage-sim-fs.js';
 import { BASE_ID, History, SECTOR, ZERO, checkSectors, opData, opStream, sectorContent, type Op, type Workload } from '../helpers/storage-crash-model.js';
-import { below, prng } from '../helpers/storage-prng.js';
+import { below, prng } from '../helpers/prng.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

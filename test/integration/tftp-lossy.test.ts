@@ -14,6 +14,7 @@ import { OPCODES } from '../../src/protocols/tftp/constants.js';
 import { FolderFileProvider } from '../../src/protocols/tftp/file-provider.js';
 import { TftpServer, type TransferSummary } from '../../src/protocols/tftp/server.js';
 import { createUdpSocket, type SocketFactory, type UdpSocket } from '../../src/protocols/tftp/socket.js';
+import { prng as rng } from '../helpers/prng.js';
 
 const HOST = '127.0.0.1';
 let root: string;
@@ -28,17 +29,6 @@ before(() => {
 });
 after(() => rmSync(root, { recursive: true, force: true }));
 
-/** mulberry32: small, seeded, good enough to pick packets. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface ShimStats {
   /** DATA packets the server asked to send, by transfer port and wire block number. */

@@ -1,4 +1,4 @@
-/** Deterministic PRNG (mulberry32) for reproducible randomized storage tests. */
+/** Deterministic PRNG (mulberry32) for reproducible randomized tests. */
 export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
