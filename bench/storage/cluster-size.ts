@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { CowOverlay } from '../../src/storage/cow/overlay.js';
 import { FileDevice } from '../../src/storage/file-device.js';
 import { nodeFs, type OverlayFs } from '../../src/storage/cow/io.js';
-import { below, prng, randomBytes } from '../../test/helpers/storage-prng.js';
+import { below, prng, randomBytes } from '../../test/helpers/prng.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

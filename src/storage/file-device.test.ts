@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileDevice, ZERO_MAP_BLOCK_SIZE } from './file-device.js';
 import { isDisklessError } from '../lib/errors.js';
-import { below, prng, randomBytes } from '../../test/helpers/storage-prng.js';
+import { below, prng, randomBytes } from '../../test/helpers/prng.js';
 
 const KiB = 1024;
 

@@ -10,7 +10,7 @@ import { isDisklessError } from '../../lib/errors.js';
 import type { BlockDevice, Extent } from '../block-device.js';
 import { HEADER_SIZE, MAP_FILE } from './format.js';
 import { nodeFs, type OverlayFs } from './io.js';
-import { below, prng, randomBytes } from '../../../test/helpers/storage-prng.js';
+import { below, prng, randomBytes } from '../../../test/helpers/prng.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
