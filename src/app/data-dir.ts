@@ -57,6 +57,11 @@ export class DataDir {
     return `images/${image}/${version}.zmap`;
   }
 
+  /** The kernel and initramfs extracted from a version (vmlinuz, initrd.img, SHA256SUMS). */
+  bootDir(image: string, version: number): string {
+    return `images/${image}/${version}.boot`;
+  }
+
   clientOverlays(mac: string): string {
     return `overlays/${compactMac(mac)}`;
   }

@@ -32,7 +32,6 @@ import { connect, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildDebianImage, cacheKey, resolveBuildOptions, type BuildProgress } from '../images/build-debian.js';
-import { assertNbdBootable, extractBootFiles, inspectDisk } from '../images/inspect.js';
 import { DisklessError } from '../lib/errors.js';
 import { createLogger, silentLogger, type Logger } from '../lib/log.js';
 import type { ImageVersionRecord } from '../state/store.js';
@@ -186,31 +185,12 @@ function netnsExists(name: string): boolean {
 // Image versions with their boot files
 
 /**
- * Adds a raw disk as the next version of `image` and makes it bootable:
- * inspects it (the default kernel's initramfs must be able to mount its
- * root over NBD), extracts that kernel and initramfs next to the version
- * (`images/<image>/<version>.boot/`) and records them, the root file
- * system's UUID and the initramfs flavour as the version's boot info.
- * `extraInfo` is merged into the boot info (the demo records its build key).
+ * Adds a raw disk as the next version of `image` and makes it bootable
+ * (Catalogue.importVersion). `extraInfo` is merged into the boot info (the
+ * demo records its build key).
  */
 export async function addBootableVersion(catalogue: Catalogue, image: string, disk: string, extraInfo: Record<string, unknown> = {}): Promise<ImageVersionRecord> {
-  const inspection = await inspectDisk(disk);
-  const kernel = assertNbdBootable(inspection);
-  const v = await catalogue.addImageVersion(image, disk);
-  const bootRel = `images/${image}/${v.version}.boot`;
-  const files = await extractBootFiles(catalogue.dir.abs(v.path), inspection, kernel.version, catalogue.dir.abs(bootRel));
-  return catalogue.store.images.setBootInfo(v.id, {
-    ...extraInfo,
-    kernels: inspection.kernels.map((k) => k.kernelPath),
-    kernelVersion: files.kernelVersion,
-    kernelFile: `${bootRel}/vmlinuz`,
-    initrdFile: `${bootRel}/initrd.img`,
-    kernelSha256: files.kernel.sha256,
-    initrdSha256: files.initrd.sha256,
-    rootUuid: inspection.root.uuid,
-    rootDevice: inspection.root.nbdDevice,
-    initramfsFlavour: kernel.initramfs?.nbd.flavour ?? inspection.initramfsFlavour ?? 'initramfs-tools',
-  });
+  return catalogue.importVersion(image, disk, { extraInfo });
 }
 
 // ---------------------------------------------------------------------------

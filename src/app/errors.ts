@@ -17,6 +17,15 @@ export const ERROR_CODES = {
   APP_OVERLAY_BUSY: 'an overlay could not be deleted because a running server still has it open; it is deleted when released',
   APP_LISTEN_INVALID: 'a listen address is not HOST:PORT (IPv6 as [ADDR]:PORT) with a port from 0 to 65535',
   APP_INVALID_ARGUMENT: 'an operation was given options that contradict each other (e.g. an export both read-only and copy-on-write)',
+  APP_NO_SPACE: 'the data directory has less free space than the operation needs (a new version, a commit); nothing was written',
+  APP_VERSION_IN_USE: 'an image version cannot be deleted while it is the current version, pinned, run by a client\'s current boot or under an overlay; the message names which',
+  APP_IMAGE_IN_USE: 'an image cannot be deleted while clients are assigned to it; the message names them',
+  APP_NOTHING_TO_ROLL_BACK: 'the image has no published version older than its current one to roll back to',
+  APP_VERSION_NOT_PUBLISHED: 'a rollback named a version that was never published (publish it instead)',
+  APP_NOT_IN_MAINTENANCE: 'a commit named a client that is not in maintenance',
+  APP_NO_DRAFT: 'a commit named a maintenance client that has no draft yet (it has not booted since maintenance was turned on)',
+  APP_DRAFT_OUTDATED: 'the draft is based on an older version than the current one, so committing it would drop the newer changes; reset the client, or commit with force',
+  APP_CLIENT_RUNNING: 'the client\'s disk is open in a running server; shut the client down so its file systems are clean, then try again',
   APP_IPXE_NOT_FOUND: 'no folder with the iPXE binaries was found (install Debian\'s ipxe package or set tftp.ipxeDir)',
 } as const;
 

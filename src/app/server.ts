@@ -29,6 +29,8 @@ export interface ServerHandle {
   readonly nbd: NbdServer;
   /** Where the NBD server listens (known once startServer() resolved). */
   readonly nbdAddress: AddressInfo;
+  /** DHCP, TFTP and HTTP (known once startServer() resolved). */
+  readonly boot: BootServices;
   /** Stops every service, closes the overlays and the catalogue. Idempotent. */
   close(): Promise<void>;
 }
@@ -122,6 +124,7 @@ export async function startServer(config: DisklessConfig, options: StartOptions 
     resolver,
     nbd,
     nbdAddress: nbdAddress!,
+    boot: boot!,
     close: () => {
       closing ??= (async () => {
         log.info('diskless stopping');

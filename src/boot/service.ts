@@ -33,12 +33,13 @@ import { stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { isDisklessError } from '../lib/errors.js';
 import { silentLogger, type Logger } from '../lib/log.js';
+import { keepsOverlay } from '../state/policy.js';
 import type { BootInfo, ClientRecord, ImageVersionRecord, Store } from '../state/store.js';
 import type { BootFile, BootFileName, BootRequest, BootService } from './boot-service.js';
 import { BootError } from './errors.js';
 import type { BootEventSink } from './events.js';
 import { renderBootScript, renderMessageScript } from './ipxe-script.js';
-import { assertSafeToken, kernelCommandLine, type InitramfsFlavour } from './kernel-cmdline.js';
+import { assertSafeToken, kernelCommandLine, NBD_DEFAULT_PORT, type InitramfsFlavour } from './kernel-cmdline.js';
 import type { UnknownClientPolicy } from './dhcp-policy.js';
 
 // ---------------------------------------------------------------------------
@@ -58,7 +59,8 @@ import type { UnknownClientPolicy } from './dhcp-policy.js';
 export interface VersionBoot {
   kernelFile: string;
   initrdFile: string;
-  root: { uuid: string } | { partition: number };
+  /** At least one of the two; the command line picks what its NBD form can use. */
+  root: { uuid?: string; partition?: number };
   flavour: InitramfsFlavour;
   kernelArgs: string[];
 }
@@ -73,16 +75,29 @@ export function readVersionBoot(info: BootInfo | null): VersionBootResult {
   if (!relPath(kernelFile) || !relPath(initrdFile)) {
     return { ok: false, reason: 'its kernel and initramfs have not been extracted (boot_info lacks kernelFile/initrdFile)' };
   }
-  let root: VersionBoot['root'];
-  if (typeof rootUuid === 'string' && rootUuid.length > 0) root = { uuid: rootUuid };
-  else if (Number.isInteger(rootPartition) && (rootPartition as number) >= 0) root = { partition: rootPartition as number };
-  else return { ok: false, reason: 'its root file system is not known (boot_info lacks rootUuid/rootPartition)' };
+  const root: VersionBoot['root'] = {};
+  if (typeof rootUuid === 'string' && rootUuid.length > 0) root.uuid = rootUuid;
+  if (Number.isInteger(rootPartition) && (rootPartition as number) >= 0) root.partition = rootPartition as number;
+  if (root.uuid === undefined && root.partition === undefined) return { ok: false, reason: 'its root file system is not known (boot_info lacks rootUuid/rootPartition)' };
   const flavour = initramfsFlavour ?? 'initramfs-tools';
   if (flavour !== 'initramfs-tools' && flavour !== 'dracut') return { ok: false, reason: `its initramfs flavour ${JSON.stringify(flavour)} is not supported` };
   if (kernelArgs !== undefined && (!Array.isArray(kernelArgs) || !kernelArgs.every((a) => typeof a === 'string'))) {
     return { ok: false, reason: 'its kernelArgs are not a list of strings' };
   }
   return { ok: true, boot: { kernelFile, initrdFile, root, flavour, kernelArgs: (kernelArgs as string[] | undefined) ?? [] } };
+}
+
+/**
+ * The root argument for a command line: by UUID where the initramfs can use
+ * it, else by partition. initramfs-tools' nbd hook names the device (which
+ * root=UUID needs) only in its port-less form, so off port 10809 it needs the
+ * partition number.
+ */
+export function chooseRoot(boot: Pick<VersionBoot, 'root' | 'flavour'>, nbdPort: number): { uuid: string } | { partition: number } {
+  const { uuid, partition } = boot.root;
+  const uuidWorks = boot.flavour === 'dracut' || nbdPort === NBD_DEFAULT_PORT;
+  if (uuid !== undefined && (uuidWorks || partition === undefined)) return { uuid };
+  return { partition: partition! };
 }
 
 // ---------------------------------------------------------------------------
@@ -255,7 +270,7 @@ export class CatalogueBootService implements BootService {
       const commandLine = kernelCommandLine({
         flavour: vb.boot.flavour,
         nbd: { server: this.nbdHost(request), port: this.options.nbd.port, exportName: started.exportName },
-        root: vb.boot.root,
+        root: chooseRoot(vb.boot, this.options.nbd.port),
         network: this.options.network ?? BOOT_SERVICE_DEFAULTS.network,
         initrdName: BOOT_SERVICE_DEFAULTS.initrdName,
         consoles: [...(this.options.consoles ?? BOOT_SERVICE_DEFAULTS.consoles)],
@@ -323,20 +338,21 @@ export class CatalogueBootService implements BootService {
   }
 
   /**
-   * The version a client's next boot runs, or why there is none: a
-   * persistent client's overlay stays on the version it was made on (a
-   * reset moves it); otherwise its pin, else the image's current version.
+   * The version a client's next boot runs, or why there is none: a kept
+   * overlay (persistent, or a maintenance draft) stays on the version it was
+   * made on (a reset moves it); otherwise its pin, else the image's current version.
    * The same rule as the catalogue's newBoot().
    */
   private bootTarget(client: ClientRecord): ImageVersionRecord | string {
-    if (client.mode === 'persistent') {
-      const overlay = this.store.overlays.forClient(client.id);
-      const v = overlay ? this.store.images.versionById(overlay.versionId) : null;
+    const overlay = this.store.overlays.forClient(client.id);
+    if (overlay && keepsOverlay(client, overlay)) {
+      const v = this.store.images.versionById(overlay.versionId);
       if (v) return v;
     }
+    // A pin may name a held (unpublished) version: that is how a test group tries it.
     if (client.pinnedVersion !== null) {
       const v = this.store.images.version(client.image, client.pinnedVersion);
-      if (!v || !v.published) return `it is pinned to version ${client.pinnedVersion} of image ${client.image}, which is not published`;
+      if (!v) return `it is pinned to version ${client.pinnedVersion} of image ${client.image}, which does not exist`;
       return v;
     }
     const v = this.store.images.current(client.image);

@@ -161,8 +161,19 @@ CREATE TABLE dhcp_leases (
 CREATE INDEX dhcp_leases_mac ON dhcp_leases (mac);
 `;
 
+// Maintenance clients, whose overlay is a draft of the image's next version,
+// and a per-client limit on the bytes its overlay may allocate.
+const V2 = `
+ALTER TABLE clients ADD COLUMN maintenance INTEGER NOT NULL DEFAULT 0 CHECK (maintenance IN (0, 1));
+ALTER TABLE clients ADD COLUMN quota_bytes INTEGER CHECK (quota_bytes IS NULL OR quota_bytes > 0);
+-- A draft overlay was made while its client was in maintenance: it may become
+-- a version (commit), and it never becomes an ordinary persistent overlay.
+ALTER TABLE overlays ADD COLUMN draft INTEGER NOT NULL DEFAULT 0 CHECK (draft IN (0, 1));
+`;
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   { version: 1, name: 'catalogue: images, versions, clients, overlays, unknown machines, boot events, DHCP leases', up: (db) => db.exec(V1) },
+  { version: 2, name: 'maintenance clients with draft overlays; overlay quotas', up: (db) => db.exec(V2) },
 ]);
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -28,6 +28,7 @@
 import Database from 'better-sqlite3';
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
+import { DisklessError } from '../lib/errors.js';
 import { normalizeMac } from '../lib/net.js';
 import { StateError, invalid, notFound, stateErrorOf } from './errors.js';
 import { BOOT_STEPS, CLIENT_MODES, CLIENT_STATES, LEASE_STATES, MIGRATIONS, type Migration } from './migrations.js';
@@ -138,7 +139,14 @@ export class Store {
    * or none. `fn` must be synchronous. Nested calls become savepoints.
    */
   transaction<T>(fn: () => T): T {
-    return this.guard('transaction', () => this.db.transaction(fn).immediate());
+    if (!this.db.open) throw new StateError('STATE_CLOSED', 'transaction: the store is closed');
+    try {
+      return this.db.transaction(fn).immediate();
+    } catch (err) {
+      // The app's own refusals inside the transaction keep their codes.
+      if (err instanceof DisklessError) throw err;
+      throw stateErrorOf(err, 'transaction');
+    }
   }
 
   get inTransaction(): boolean {
@@ -296,6 +304,27 @@ export interface NewImageVersion {
   bootInfo?: BootInfo | null;
 }
 
+export interface VersionDependants {
+  /** It is the image's current version. */
+  current: boolean;
+  /** Clients pinned to it. */
+  pinnedBy: string[];
+  /** Clients whose current boot runs it. */
+  runningOn: string[];
+  /** Clients whose overlay sits on it. */
+  overlaysOf: string[];
+}
+
+/** "the current version; pinned by aa:..; running on ..": for refusals. */
+export function describeDependants(d: VersionDependants): string {
+  const parts: string[] = [];
+  if (d.current) parts.push('it is the current version (publish or roll back to another first)');
+  if (d.pinnedBy.length > 0) parts.push(`pinned by ${d.pinnedBy.join(', ')}`);
+  if (d.runningOn.length > 0) parts.push(`running on ${d.runningOn.join(', ')}`);
+  if (d.overlaysOf.length > 0) parts.push(`the overlay of ${d.overlaysOf.join(', ')} sits on it`);
+  return parts.join('; ');
+}
+
 export class ImageRepo {
   constructor(private readonly s: Store) {}
 
@@ -411,6 +440,63 @@ export class ImageRepo {
     return image.currentVersion === null ? null : this.version(name, image.currentVersion);
   }
 
+  /**
+   * What keeps a version from being deleted: the image's current version,
+   * clients pinned to it, clients whose current boot runs it, overlays on it.
+   */
+  dependants(name: string, version: number): VersionDependants {
+    const v = this.requireVersion(name, version);
+    return this.s.guard(`finding what depends on ${name} version ${version}`, () => {
+      const image = this.require(name);
+      const macs = (sql: string): string[] => (this.s.stmt(sql).all(v.id) as Row[]).map((r) => String(r.mac));
+      return {
+        current: image.currentVersion === version,
+        pinnedBy: (this.s.stmt('SELECT mac FROM clients WHERE image_id = ? AND pinned_version = ? ORDER BY mac').all(v.imageId, version) as Row[]).map((r) => String(r.mac)),
+        runningOn: macs('SELECT mac FROM clients WHERE boot_version_id = ? AND boot_id IS NOT NULL ORDER BY mac'),
+        overlaysOf: macs('SELECT c.mac AS mac FROM overlays o JOIN clients c ON c.id = o.client_id WHERE o.version_id = ? ORDER BY c.mac'),
+      };
+    });
+  }
+
+  /**
+   * Deletes a version's row, if nothing depends on it (see dependants());
+   * clients that last booted it (no current boot) forget that. The files
+   * are the caller's to delete.
+   */
+  removeVersion(name: string, version: number): ImageVersionRecord {
+    return this.s.transaction(() => {
+      const v = this.requireVersion(name, version);
+      const d = this.dependants(name, version);
+      if (d.current || d.pinnedBy.length > 0 || d.runningOn.length > 0 || d.overlaysOf.length > 0) {
+        throw new StateError('STATE_CONFLICT', `${name} version ${version} is in use: ${describeDependants(d)}`);
+      }
+      this.s.guard(`deleting ${name} version ${version}`, () => {
+        this.s.stmt('UPDATE clients SET boot_version_id = NULL WHERE boot_version_id = ?').run(v.id);
+        this.s.stmt('DELETE FROM image_versions WHERE id = ?').run(v.id);
+      });
+      return v;
+    });
+  }
+
+  /** Deletes an image with no versions and no clients. */
+  remove(name: string): ImageRecord {
+    return this.s.transaction(() => {
+      const image = this.require(name);
+      const clients = (this.s.stmt('SELECT mac FROM clients WHERE image_id = ? ORDER BY mac').all(image.id) as Row[]).map((r) => String(r.mac));
+      if (clients.length > 0) throw new StateError('STATE_CONFLICT', `image "${name}" is assigned to client${clients.length === 1 ? '' : 's'} ${clients.join(', ')}`);
+      const versions = this.versions(name);
+      if (versions.length > 0) throw new StateError('STATE_CONFLICT', `image "${name}" still has version${versions.length === 1 ? '' : 's'} ${versions.map((v) => v.version).join(', ')}`);
+      this.s.guard(`deleting image ${name}`, () => this.s.stmt('DELETE FROM images WHERE id = ?').run(image.id));
+      return image;
+    });
+  }
+
+  /** Clears the current version (only while deleting an image's last versions). */
+  clearCurrent(name: string): void {
+    const image = this.require(name);
+    this.s.guard(`clearing the current version of ${name}`, () => this.s.stmt('UPDATE images SET current_version = NULL WHERE id = ?').run(image.id));
+  }
+
   /** Records what was found in a version for booting it (allowed on published versions: it does not change the bytes). */
   setBootInfo(versionId: number, info: BootInfo | null): ImageVersionRecord {
     const text = jsonText('boot info', info);
@@ -439,7 +525,8 @@ function toClient(r: Row): ClientRecord {
     bootVersionId: numOrNull(r.boot_version_id), bootVersion: numOrNull(r.boot_version), bootImage: strOrNull(r.boot_image),
     bootId: strOrNull(r.boot_id), bootToken: strOrNull(r.boot_token), bootStartedMs: numOrNull(r.boot_started_ms),
     bootAddress: strOrNull(r.boot_address), lastAddress: strOrNull(r.last_address), lastSeenMs: numOrNull(r.last_seen_ms),
-    state: r.state as ClientState, createdMs: num(r.created_ms), updatedMs: num(r.updated_ms),
+    state: r.state as ClientState, maintenance: r.maintenance === 1 || r.maintenance === 1n, quotaBytes: numOrNull(r.quota_bytes),
+    createdMs: num(r.created_ms), updatedMs: num(r.updated_ms),
   };
 }
 
@@ -456,6 +543,8 @@ export interface ClientChanges {
   image?: string;
   pinnedVersion?: number | null;
   mode?: ClientMode;
+  /** Most bytes the overlay may allocate; null removes the limit. */
+  quotaBytes?: number | null;
 }
 
 export interface BootStart {
@@ -530,6 +619,9 @@ export class ClientRepo {
     if (changes.image !== undefined) requireImageName(changes.image);
     if (changes.mode !== undefined) requireOneOf('mode', changes.mode, CLIENT_MODES);
     if (changes.pinnedVersion != null) requireVersionNumber(changes.pinnedVersion);
+    if (changes.quotaBytes != null && (!Number.isSafeInteger(changes.quotaBytes) || changes.quotaBytes <= 0)) {
+      throw invalid(`quota ${String(changes.quotaBytes)} is not a positive number of bytes`);
+    }
     return this.s.transaction(() => {
       const c = this.require(m);
       const image = changes.image !== undefined ? this.s.images.require(changes.image) : { id: c.imageId, name: c.image };
@@ -537,9 +629,25 @@ export class ClientRepo {
       const pinned = changes.pinnedVersion !== undefined ? changes.pinnedVersion : changes.image !== undefined && image.id !== c.imageId ? null : c.pinnedVersion;
       if (pinned !== null) this.s.images.requireVersion(image.name, pinned);
       const name = changes.name !== undefined ? changes.name : c.name;
+      if (name !== null && name !== c.name) {
+        const other = this.byName(name);
+        if (other && other.id !== c.id) throw new StateError('STATE_CONFLICT', `a client is already named "${name}"`);
+      }
+      const quota = changes.quotaBytes !== undefined ? changes.quotaBytes : c.quotaBytes;
       this.s.guard(`changing client ${m}`, () =>
-        this.s.stmt('UPDATE clients SET name = ?, image_id = ?, pinned_version = ?, mode = ?, updated_ms = ? WHERE id = ?')
-          .run(name, image.id, pinned, changes.mode ?? c.mode, this.s.now(), c.id));
+        this.s.stmt('UPDATE clients SET name = ?, image_id = ?, pinned_version = ?, mode = ?, quota_bytes = ?, updated_ms = ? WHERE id = ?')
+          .run(name, image.id, pinned, changes.mode ?? c.mode, quota, this.s.now(), c.id));
+      return this.require(m);
+    });
+  }
+
+  /** Turns maintenance on or off (what the next boot makes of the overlay is the app's policy). */
+  setMaintenance(mac: string, on: boolean): ClientRecord {
+    const m = requireMac(mac);
+    return this.s.transaction(() => {
+      const r = this.s.guard(`setting maintenance of ${m}`, () =>
+        this.s.stmt('UPDATE clients SET maintenance = ?, updated_ms = ? WHERE mac = ?').run(on ? 1 : 0, this.s.now(), m));
+      if (r.changes === 0) throw notFound(`no client with MAC ${m}`);
       return this.require(m);
     });
   }
@@ -620,7 +728,7 @@ JOIN images i ON i.id = v.image_id`;
 function toOverlay(r: Row): OverlayRecord {
   return {
     id: num(r.id), clientId: num(r.client_id), mac: String(r.mac), versionId: num(r.version_id), image: String(r.image_name),
-    version: num(r.version), dir: String(r.dir), createdMs: num(r.created_ms),
+    version: num(r.version), dir: String(r.dir), draft: r.draft === 1 || r.draft === 1n, createdMs: num(r.created_ms),
   };
 }
 
@@ -651,7 +759,7 @@ export class OverlayRepo {
    * overlay sequence number, which this call advances, so no two overlays
    * of a client ever share a directory.
    */
-  create(clientId: number, versionId: number, dirFor: (mac: string, seq: number) => string): OverlayRecord {
+  create(clientId: number, versionId: number, dirFor: (mac: string, seq: number) => string, options: { draft?: boolean } = {}): OverlayRecord {
     return this.s.transaction(() => {
       const client = this.s.clients.byId(clientId);
       if (!client) throw notFound(`no client #${clientId}`);
@@ -659,8 +767,8 @@ export class OverlayRepo {
       if (this.forClient(clientId)) throw new StateError('STATE_CONFLICT', `client ${client.mac} already has an overlay`);
       return this.s.guard(`creating an overlay for ${client.mac}`, () => {
         const seq = num((this.s.stmt('UPDATE clients SET overlay_seq = overlay_seq + 1 WHERE id = ? RETURNING overlay_seq').get(clientId) as Row).overlay_seq);
-        const r = this.s.stmt('INSERT INTO overlays (client_id, version_id, dir, created_ms) VALUES (?, ?, ?, ?) RETURNING id')
-          .get(clientId, versionId, dirFor(client.mac, seq), this.s.now()) as Row;
+        const r = this.s.stmt('INSERT INTO overlays (client_id, version_id, dir, draft, created_ms) VALUES (?, ?, ?, ?, ?) RETURNING id')
+          .get(clientId, versionId, dirFor(client.mac, seq), options.draft ? 1 : 0, this.s.now()) as Row;
         return this.get(num(r.id))!;
       });
     });

@@ -63,6 +63,10 @@ export interface ClientRecord {
   lastAddress: string | null;
   lastSeenMs: number | null;
   state: ClientState;
+  /** Its overlay is a draft of the image's next version (`diskless image commit`). */
+  maintenance: boolean;
+  /** Most bytes its overlay may allocate; null for no limit. */
+  quotaBytes: number | null;
   createdMs: number;
   updatedMs: number;
 }
@@ -76,6 +80,8 @@ export interface OverlayRecord {
   version: number;
   /** Relative to the data directory. */
   dir: string;
+  /** Made while the client was in maintenance: a draft of a new version. */
+  draft: boolean;
   createdMs: number;
 }
 

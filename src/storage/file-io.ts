@@ -6,6 +6,7 @@
  * Everything goes through node:fs/promises FileHandles, whose reads and
  * writes run on libuv's thread pool: several requests proceed in parallel.
  */
+import { randomBytes } from 'node:crypto';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fromSystemError } from './errors.js';
@@ -74,7 +75,8 @@ export async function fsyncDir(dir: string): Promise<void> {
  * A crash leaves either the old file or the new one, never a mixture.
  */
 export async function writeFileAtomic(path: string, data: Buffer): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
+  // Unique per call: two opens of one image in this process may build its map at once.
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     const fh = await open(tmp, 'w', 0o644);
     try {
