@@ -64,6 +64,8 @@ export interface BootServices {
   readonly http: AddressInfo;
   /** null when `tftp.enabled` is false. */
   readonly tftp: SocketAddress | null;
+  /** The TFTP server itself (its statistics feed /metrics); null when off. */
+  readonly tftpServer: TftpServer | null;
   /** null when no DHCP interface is configured. */
   readonly dhcp: DhcpServer | null;
   readonly service: CatalogueBootService;
@@ -190,11 +192,13 @@ export async function startBootServices(options: BootServicesOptions): Promise<B
     const httpAddress = await http.listen(config.http.port, config.http.host);
 
     let tftpAddress: SocketAddress | null = null;
+    let tftpServer: TftpServer | null = null;
     if (config.tftp.enabled) {
       const tftp = new TftpServer({ files: tftpFiles(ipxeDir, config.tftp.root, arm64), logger });
       events.attachTftp(tftp);
       closers.push({ name: 'tftp', close: () => tftp.close() });
       tftpAddress = await tftp.listen(config.tftp.port, config.tftp.host);
+      tftpServer = tftp;
     }
 
     for (const name of options.routerAdvertisements ?? []) {
@@ -231,7 +235,7 @@ export async function startBootServices(options: BootServicesOptions): Promise<B
       unknownClients: config.boot.unknownClients,
       routerAdvertisements: options.routerAdvertisements ?? [],
     });
-    return { http: httpAddress, tftp: tftpAddress, dhcp: dhcpServer, service, events, close };
+    return { http: httpAddress, tftp: tftpAddress, tftpServer, dhcp: dhcpServer, service, events, close };
   } catch (err) {
     await close();
     throw err;

@@ -28,14 +28,3 @@ export function fields(pairs: [string, string][]): string[] {
   const w = Math.max(...pairs.map(([k]) => k.length));
   return pairs.map(([k, v]) => `${(k + ':').padEnd(w + 1)} ${v}`);
 }
-
-/** A record for --json: *Ms times also as ISO strings, internal ids kept. */
-export function jsonRecord<T extends object>(record: T): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(record)) {
-    if (k.endsWith('Ms') && (typeof v === 'number' || v === null)) out[k.slice(0, -2) + 'At'] = v === null ? null : new Date(v).toISOString();
-    else if (v !== null && typeof v === 'object' && !Array.isArray(v)) out[k] = jsonRecord(v);
-    else out[k] = v;
-  }
-  return out;
-}

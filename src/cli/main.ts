@@ -97,7 +97,8 @@ function unknownCommand(words: string[]): UsageError {
 }
 
 function groupUsage(group: string): string {
-  return COMMANDS.filter((c) => c.path[0] === group).map((c) => `${PROGRAM} ${c.usage}`).join('\n       ');
+  // The first line gets its program name from the "usage: diskless " prefix.
+  return COMMANDS.filter((c) => c.path[0] === group).map((c) => c.usage).join(`\n       ${PROGRAM} `);
 }
 
 function help(words: string[], io: Io): number {

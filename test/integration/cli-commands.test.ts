@@ -78,7 +78,7 @@ describe('usage errors exit 2 with a message', () => {
   const cases: [string[], RegExp][] = [
     [[], /Commands:/],
     [['frobnicate'], /unknown command "frobnicate"/],
-    [['image'], /"image" needs a subcommand; one of: add, list, show/],
+    [['image'], /"image" needs a subcommand; one of: add, import, build, list, show, publish, rollback, delete, commit\nusage: diskless image add /],
     [['client', 'explode', 'x'], /unknown command "client explode"/],
     [['image', 'add', 'debian12'], /missing FILE/],
     [['image', 'list', 'extra'], /unexpected argument "extra"/],
@@ -133,7 +133,7 @@ describe('catalogue commands', () => {
   });
 
   test('image add, list, show', () => {
-    const added = json('image', 'add', 'debian12', 'disk.raw');
+    const added = json('image', 'add', 'debian12', 'disk.raw', '--raw');
     assert.equal(added.status, 0, added.stderr);
     assert.equal(added.value.image, 'debian12');
     assert.equal(added.value.version, 1);
@@ -141,7 +141,7 @@ describe('catalogue commands', () => {
     assert.equal(added.value.size, 2 * 1024 * 1024);
     assert.match(added.value.sha256, /^[0-9a-f]{64}$/);
     assert.match(added.value.createdAt, /^\d{4}-\d\d-\d\dT/);
-    assert.equal(json('image', 'add', 'debian12', 'disk.raw').value.version, 2);
+    assert.equal(json('image', 'add', 'debian12', 'disk.raw', '--raw').value.version, 2);
     const list = json('image', 'list').value;
     assert.deepEqual(list.map((i: { name: string; currentVersion: number; versions: number }) => [i.name, i.currentVersion, i.versions]), [['debian12', 2, 2]]);
     const show = json('image', 'show', 'debian12').value;
@@ -159,7 +159,7 @@ describe('catalogue commands', () => {
     assert.equal(odd.status, 1);
     assert.match(odd.stderr, /1000 bytes; a raw disk image is a positive multiple of 512 bytes/);
     assert.equal(json('image', 'show', 'ubuntu').value.error.code, 'STATE_NOT_FOUND');
-    const notDir = run('image', 'add', 'x', 'disk.raw', '--data-dir', 'disk.raw');
+    const notDir = run('image', 'add', 'x', 'disk.raw', '--raw', '--data-dir', 'disk.raw');
     assert.equal(notDir.status, 1);
     assert.match(notDir.stderr, /cannot use the data directory .*disk\.raw.*\[APP_DATA_DIR\]/);
     assert.equal(json('client', 'add', '52:54:00:00:00:99', '--image', 'ubuntu').value.error.code, 'STATE_NOT_FOUND');

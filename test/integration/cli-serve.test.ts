@@ -78,7 +78,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'diskless-serve-'));
   data = join(dir, 'data');
   writeFileSync(join(dir, 'golden.raw'), patternBytes(SIZE, 3));
-  assert.equal((await cli('image', 'add', 'golden', 'golden.raw', '--data-dir', data)).code, 0);
+  assert.equal((await cli('image', 'add', 'golden', 'golden.raw', '--raw', '--data-dir', data)).code, 0);
   assert.equal((await cli('client', 'add', MAC, '--image', 'golden', '--data-dir', data)).code, 0);
 });
 
