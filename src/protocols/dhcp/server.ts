@@ -520,6 +520,10 @@ export interface DhcpStats {
   sendErrors: number;
   storeErrors: number;
   policyErrors: number;
+  /** Decoded requests by message type name (option 53: `DHCPDISCOVER`...), before rate limiting. */
+  receivedByType: Record<string, number>;
+  /** Replies sent by message type name (`DHCPOFFER`, `DHCPACK`, `DHCPNAK`). */
+  sentByType: Record<string, number>;
 }
 
 export class DhcpServer extends EventEmitter<{ event: [DhcpEvent] }> {
@@ -548,6 +552,8 @@ export class DhcpServer extends EventEmitter<{ event: [DhcpEvent] }> {
     sendErrors: 0,
     storeErrors: 0,
     policyErrors: 0,
+    receivedByType: {},
+    sentByType: {},
   };
 
   constructor(options: DhcpServerOptions) {
@@ -717,6 +723,8 @@ export class DhcpServer extends EventEmitter<{ event: [DhcpEvent] }> {
       return;
     }
     if (info.messageType === undefined) return this.dropQuietly(l, 'BOOTP (no option 53) is not served', from);
+    const typeName = messageTypeName(info.messageType);
+    this.stats.receivedByType[typeName] = (this.stats.receivedByType[typeName] ?? 0) + 1;
     if (!this.reservedMacs.has(info.mac) && !this.limiter.allow(info.mac, now)) {
       this.stats.rateLimited++;
       this.warnThrottled('rate', now, 'client over its request rate; dropping', { mac: info.mac, interface: l.iface.name });
@@ -1049,6 +1057,8 @@ export class DhcpServer extends EventEmitter<{ event: [DhcpEvent] }> {
     try {
       await c.l.tx.send(buf, dest.port, dest.address);
       this.stats.replies++;
+      const sentName = messageTypeName(type);
+      this.stats.sentByType[sentName] = (this.stats.sentByType[sentName] ?? 0) + 1;
     } catch (err) {
       this.stats.sendErrors++;
       this.warnThrottled(`send:${c.l.iface.name}`, c.now, 'could not send a DHCP reply', { to: `${dest.address}:${dest.port}`, err });

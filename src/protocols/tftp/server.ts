@@ -133,6 +133,8 @@ export interface TftpServerEvents {
 }
 
 export interface TftpServerStats {
+  /** Read requests taken (a 'request' event each; duplicates of a running one are not): transfers started, refused ones included. */
+  requests: number;
   active: number;
   served: number;
   aborted: number;
@@ -163,7 +165,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   private readonly forgetTimers = new Set<unknown>();
   private readonly perClient = new Map<string, number>();
   private readonly running = new Set<Promise<void>>();
-  private readonly counters: TftpServerStats = { active: 0, served: 0, aborted: 0, failed: 0, bytes: 0 };
+  private readonly counters: TftpServerStats = { requests: 0, active: 0, served: 0, aborted: 0, failed: 0, bytes: 0 };
 
   constructor(options: TftpServerOptions) {
     super();
@@ -265,6 +267,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       this.log.debug('duplicate request ignored', { peer: from.address, port: from.port });
       return;
     }
+    this.counters.requests++;
     this.notify('request', { peer, requested: packet.filename });
     const fromClient = this.perClient.get(from.address) ?? 0;
     if (this.active.size >= this.s.maxTransfers || fromClient >= this.s.maxTransfersPerClient) {
