@@ -66,6 +66,7 @@ export interface BlockDevice {
 
   /** Reads `length` bytes at `offset` into `into` (from its start) and returns it. */
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
+  /** `data` is the caller's again once the promise settles (servers reuse their buffers). */
   write(offset: number, data: Buffer, options?: WriteOptions): Promise<void>;
   flush(): Promise<void>;
   trim(offset: number, length: number, options?: WriteOptions): Promise<void>;
@@ -75,4 +76,28 @@ export interface BlockDevice {
   /** Advise that the range will be read soon. */
   cache(offset: number, length: number): Promise<void>;
   close(): Promise<void>;
+
+  /**
+   * Optional fast path of read(): reads the range into `into` (from its
+   * start) before returning, when the device can do so at once (maps held
+   * in memory, data the page cache holds; see sync-io.ts), and returns
+   * true. Returns false when it cannot do it now; `into` may then hold
+   * anything, and the caller uses read(). Throws what read() would reject
+   * with. A caller that gets true has its answer without a promise or a
+   * trip through the thread pool.
+   */
+  tryReadSync?(offset: number, length: number, into: Buffer): boolean;
+  /**
+   * Optional fast path of write() without FUA: writes `data` before
+   * returning and returns true, or returns false having written nothing
+   * (the caller then uses write()). Throws what write() would reject with.
+   * Ordering is as for write(): a later request never lands under an
+   * earlier one still running. The device keeps no reference to `data`.
+   */
+  tryWriteSync?(offset: number, data: Buffer): boolean;
+  /**
+   * Optional fast path of extents(): the same answer at once, or undefined
+   * when the device cannot give it without waiting for I/O.
+   */
+  tryExtentsSync?(offset: number, length: number): Extent[] | undefined;
 }
