@@ -10,7 +10,15 @@
 import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '../lib/log.js';
 import type { HttpServerOptions } from '../api/http-server.js';
+import { kitRoutes } from '../api/kit-routes.js';
+import { restApi } from '../api/rest/index.js';
+import { loadOrCreateApiToken } from '../api/rest/token.js';
+import { HttpMetrics, httpMetricsHook, metricsRoutes } from '../metrics/http.js';
+import { IoRates } from '../metrics/io-rates.js';
+import { TimedExportResolver } from '../metrics/nbd-latency.js';
+import { collectServerMetrics } from '../metrics/server-metrics.js';
 import { NbdServer } from '../protocols/nbd/server.js';
+import { requireImageName } from '../state/store.js';
 import { startBootServices, type BootServices } from './boot-services.js';
 import { Catalogue } from './catalogue.js';
 import type { DisklessConfig } from './config.js';
@@ -27,6 +35,10 @@ export interface ServerHandle {
   readonly catalogue: Catalogue;
   readonly resolver: CatalogueExportResolver;
   readonly nbd: NbdServer;
+  /** Read and write rates per export, sampled from the NBD server's statistics. */
+  readonly ioRates: IoRates;
+  /** The bearer token of the REST API and of disk capture (`<dataDir>/api-token`). */
+  readonly apiToken: string;
   /** Where the NBD server listens (known once startServer() resolved). */
   readonly nbdAddress: AddressInfo;
   /** DHCP, TFTP and HTTP (known once startServer() resolved). */
@@ -51,7 +63,19 @@ export async function startServer(config: DisklessConfig, options: StartOptions 
     bindClientAddress: config.nbd.bindClientAddress,
     readOnlyFrom: config.nbd.readOnlyExportsFrom,
   });
-  const nbd = new NbdServer({ resolver, logger: log, limits: config.nbd.limits });
+  // Device calls are timed for the latency histogram of /metrics.
+  const timed = new TimedExportResolver(resolver);
+  const nbd = new NbdServer({ resolver: timed, logger: log, limits: config.nbd.limits });
+  const ioRates = new IoRates(() => nbd.stats(), { intervalMs: 1000 });
+  const httpMetrics = new HttpMetrics();
+  let apiToken: string;
+  try {
+    apiToken = loadOrCreateApiToken(catalogue.dir.root);
+  } catch (err) {
+    ioRates.close();
+    catalogue.close();
+    throw err;
+  }
   let nbdAddress: AddressInfo | null = null;
 
   const services: Service[] = [
@@ -79,7 +103,43 @@ export async function startServer(config: DisklessConfig, options: StartOptions 
         catalogue,
         logger: log,
         nbd: { host: config.nbd.host, port: nbdAddress!.port },
-        httpExtensions: options.httpExtensions,
+        httpExtensions: [
+          httpMetricsHook(httpMetrics),
+          metricsRoutes({
+            collect: () => collectServerMetrics({
+              nbd, nbdLatency: timed.histogram, tftp: () => boot?.tftpServer, dhcp: () => boot?.dhcp, http: httpMetrics, catalogue, process: true,
+            }),
+          }),
+          restApi({
+            catalogue, dataDir: catalogue.dir.root, token: apiToken, logger: log,
+            status: () => ({
+              nbd: nbdAddress ? { port: nbdAddress.port, connections: nbd.connectionCount } : null,
+              http: boot ? { port: boot.http.port } : null,
+              tftp: boot?.tftp ? { port: boot.tftp.port } : null,
+              dhcp: boot?.dhcp ? { interfaces: config.dhcp.interfaces.map((i) => ({ name: i.name, mode: i.mode })) } : null,
+            }),
+            ioRates: (exportName) => {
+              const totals = nbd.stats().get(exportName);
+              if (!totals) return null;
+              const rate = ioRates.forExport(exportName);
+              return {
+                readBps: rate?.readBytesPerSecond ?? 0, writeBps: rate?.writeBytesPerSecond ?? 0,
+                readBytes: totals.bytesRead, writeBytes: totals.bytesWritten,
+              };
+            },
+          }),
+          kitRoutes({
+            dataDir: catalogue.dir.root,
+            captureToken: apiToken,
+            logger: log,
+            ...(config.http.publicUrl ? { publicUrl: config.http.publicUrl } : {}),
+            // A verified disk becomes a version like any import: inspected, boot files extracted, published.
+            publish: (rawPath, disk) => catalogue.importVersion(requireImageName(disk.name.toLowerCase()), rawPath, {
+              move: true, extraInfo: { origin: 'capture', captureName: disk.name, uploadId: disk.uploadId },
+            }),
+          }),
+          ...(options.httpExtensions ?? []),
+        ],
       });
       return { http: boot.http.port, tftp: boot.tftp?.port ?? null, dhcp: boot.dhcp !== null };
     },
@@ -99,6 +159,7 @@ export async function startServer(config: DisklessConfig, options: StartOptions 
       }
     }
     started.length = 0;
+    ioRates.close();
     await resolver.close();
     catalogue.close();
   };
@@ -123,6 +184,8 @@ export async function startServer(config: DisklessConfig, options: StartOptions 
     catalogue,
     resolver,
     nbd,
+    ioRates,
+    apiToken,
     nbdAddress: nbdAddress!,
     boot: boot!,
     close: () => {

@@ -107,8 +107,12 @@ export async function probeDisk(source: string, o: { format?: ImportFormat; sign
   const st = await stat(path).catch((e: unknown) => {
     throw imagesError('IMAGES_DISK_UNREADABLE', `cannot read ${source}: ${(e as Error).message}`, { cause: e });
   });
-  if (!st.isFile()) throw imagesError('IMAGES_IMPORT_FORMAT', `${source} is not a regular file`);
-  const r = await run('qemu-img', ['info', '--output=json', path], { check: false, timeoutMs: TIMEOUTS.info, signal: o.signal });
+  const device = st.isBlockDevice();
+  if (!st.isFile() && !device) throw imagesError('IMAGES_IMPORT_FORMAT', `${source} is neither a regular file nor a block device`);
+  // A block device (a real machine's disk, a loop device) is read as raw: probing
+  // its first bytes for formats would let a guest's disk content choose the driver.
+  if (device && o.format !== undefined && o.format !== 'raw') throw imagesError('IMAGES_IMPORT_FORMAT', `${source} is a block device; it is read as raw, not ${o.format}`);
+  const r = await run('qemu-img', ['info', '--output=json', ...(device ? ['-f', 'raw'] : []), path], { check: false, timeoutMs: TIMEOUTS.info, signal: o.signal });
   if (r.code !== 0) {
     throw imagesError('IMAGES_IMPORT_CORRUPT', `qemu-img cannot open ${source}: ${r.stderr.trim().split('\n').slice(-2).join(' ')}`);
   }

@@ -1,11 +1,13 @@
 /**
  * `diskless config ...`: checking a configuration file, and the reference
- * of every option.
+ * of every option; `diskless api token`: the management token.
  */
+import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { loadOrCreateApiToken } from '../../api/rest/token.js';
 import { checkConfig, DEFAULT_CONFIG_PATH, readConfigFile } from '../../app/config.js';
 import { renderConfigDocs } from '../../app/config-docs.js';
-import { stringOption, type Command } from '../command.js';
+import { DATA_HELP, DATA_OPTIONS, dataDir, stringOption, type Command } from '../command.js';
 import { EXIT } from '../errors.js';
 
 const configCheck: Command = {
@@ -46,4 +48,23 @@ const configDocs: Command = {
   },
 };
 
-export const CONFIG_COMMANDS: readonly Command[] = [configCheck, configDocs];
+const apiToken: Command = {
+  path: ['api', 'token'],
+  usage: 'api token [--data-dir DIR]',
+  summary: 'Print the token of the REST API, the dashboard and disk capture (made at first use)',
+  help: 'The token is kept in <dataDir>/api-token, mode 0600. Give it as `Authorization: Bearer TOKEN`, on the dashboard\'s log-in page, or to the client kit\'s capture (--token).',
+  options: DATA_OPTIONS,
+  optionHelp: DATA_HELP,
+  positionals: { min: 0, max: 0, names: [] },
+  json: true,
+  async run(ctx) {
+    const dir = dataDir(ctx);
+    mkdirSync(dir, { recursive: true, mode: 0o750 });
+    const token = loadOrCreateApiToken(dir);
+    if (ctx.json) ctx.io.out(JSON.stringify({ token }));
+    else ctx.io.out(token);
+    return EXIT.OK;
+  },
+};
+
+export const CONFIG_COMMANDS: readonly Command[] = [configCheck, configDocs, apiToken];
