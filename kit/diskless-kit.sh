@@ -913,11 +913,12 @@ cmd_capture() {
 	esac
 	TOKEN=${TOKEN:-${DISKLESS_TOKEN:-}}
 	# The chunk size in bytes, or with K or M (KiB, MiB); the server has the last word on its limits.
-	case "${CHUNK_ARG:-8M}" in
+	CHUNK_ARG=${CHUNK_ARG:-8M}
+	case "$CHUNK_ARG" in
 	*[!0-9KMkm]* | [!0-9]*) die "--chunk-size takes bytes, or a number with K or M (e.g. 8M)" ;;
 	*[Kk]) CHUNK=$(( ${CHUNK_ARG%?} * 1024 )) ;;
 	*[Mm]) CHUNK=$(( ${CHUNK_ARG%?} * MiB )) ;;
-	*) CHUNK=${CHUNK_ARG:-$((8 * MiB))} ;;
+	*) CHUNK=$CHUNK_ARG ;;
 	esac
 	[ "$CHUNK" -gt 0 ] || die "--chunk-size must be positive"
 
