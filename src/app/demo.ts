@@ -33,6 +33,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildDebianImage, cacheKey, resolveBuildOptions, type BuildProgress } from '../images/build-debian.js';
 import { DisklessError } from '../lib/errors.js';
+import type { AppErrorCode } from './errors.js';
 import { createLogger, silentLogger, type Logger } from '../lib/log.js';
 import type { ImageVersionRecord } from '../state/store.js';
 import type { Catalogue } from './catalogue.js';
@@ -72,15 +73,8 @@ export const DEMO_SERVER_READY = 'DISKLESS-DEMO-SERVER-READY';
 /** The serial console shows one of these once the VM can be used. */
 export const LOGIN_PROMPT = /(login: |root@[^\s:]+:[^\n#]*# ?)$/m;
 
-export type DemoErrorCode = 'DEMO_NEEDS_ROOT' | 'DEMO_RUNNING' | 'DEMO_COMMAND_FAILED' | 'DEMO_SERVER_FAILED' | 'DEMO_VM_FAILED' | 'DEMO_TIMEOUT';
-export const DEMO_ERROR_CODES: Record<DemoErrorCode, string> = {
-  DEMO_NEEDS_ROOT: 'the demo needs root (network namespace, tap device, image build)',
-  DEMO_RUNNING: 'a demo is already running (stop it with `diskless demo stop`)',
-  DEMO_COMMAND_FAILED: 'a command the demo runs (ip, QEMU) failed',
-  DEMO_SERVER_FAILED: 'the demo server exited or did not start',
-  DEMO_VM_FAILED: 'the demo VM exited before it reached the login prompt',
-  DEMO_TIMEOUT: 'the demo VM did not reach the login prompt in time',
-};
+/** The demo's codes live with the app's (src/app/errors.ts), so docs/errors.md lists them. */
+export type DemoErrorCode = Extract<AppErrorCode, `DEMO_${string}`>;
 
 export class DemoError extends DisklessError {
   override readonly name = 'DemoError';

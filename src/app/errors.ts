@@ -26,6 +26,12 @@ export const ERROR_CODES = {
   APP_NO_DRAFT: 'a commit named a maintenance client that has no draft yet (it has not booted since maintenance was turned on)',
   APP_DRAFT_OUTDATED: 'the draft is based on an older version than the current one, so committing it would drop the newer changes; reset the client, or commit with force',
   APP_CLIENT_RUNNING: 'the client\'s disk is open in a running server; shut the client down so its file systems are clean, then try again',
+  DEMO_NEEDS_ROOT: 'the demo needs root (network namespace, tap device, image build)',
+  DEMO_RUNNING: 'a demo is already running (stop it with `diskless demo stop`)',
+  DEMO_COMMAND_FAILED: 'a command the demo runs (ip, QEMU) failed',
+  DEMO_SERVER_FAILED: 'the demo server exited or did not start',
+  DEMO_VM_FAILED: 'the demo VM exited before it reached the login prompt',
+  DEMO_TIMEOUT: 'the demo VM did not reach the login prompt in time',
   APP_IPXE_NOT_FOUND: 'no folder with the iPXE binaries was found (install Debian\'s ipxe package or set tftp.ipxeDir)',
 } as const;
 
