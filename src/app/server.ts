@@ -9,6 +9,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '../lib/log.js';
+import { dashboard } from '../api/dashboard.js';
 import type { HttpServerOptions } from '../api/http-server.js';
 import { kitRoutes } from '../api/kit-routes.js';
 import { restApi } from '../api/rest/index.js';
@@ -128,6 +129,7 @@ export async function startServer(config: DisklessConfig, options: StartOptions 
               };
             },
           }),
+          dashboard({ logger: log }),
           kitRoutes({
             dataDir: catalogue.dir.root,
             captureToken: apiToken,
