@@ -735,6 +735,17 @@ test('the event stream delivers boot events recorded and client changes made aft
     const added = await sse!.next((x) => x.event === 'client' && JSON.parse(x.data!).mac === '52:54:00:00:00:40');
     assert.equal(JSON.parse(added.data!).change, 'added');
 
+    // An image change (a new version, as an import from the CLI makes one): an image event.
+    const before = catalogue.showImage('alpine').versions.length;
+    const file = join(dir, 'stream-version.raw');
+    writeFileSync(file, Buffer.alloc(1024 * 1024, 0x3c));
+    await catalogue.addImageVersion('alpine', file, { publish: false });
+    const img = await sse!.next((x) => x.event === 'image' && JSON.parse(x.data!).name === 'alpine');
+    const imageChange = JSON.parse(img.data!);
+    assert.equal(imageChange.change, 'changed');
+    assert.equal(imageChange.image.versions.length, before + 1);
+    assert.equal(imageChange.image.versions.at(-1).published, false);
+
     // Quiet: keep-alive comments (400 ms here; 15 s by default).
     await sse!.next((x) => x.comment === 'keep-alive', 3000);
   } finally {

@@ -1,7 +1,7 @@
 // Images: each image's versions with their kernels, which clients run or
 // pin each, and the actions publish, make current (rollback) and commit a
 // maintenance client's draft. The stream sends no image events: the page
-// refreshes on client changes (which is when "runs" moves) and every 30 s.
+// refreshes on client changes (which is when "runs" moves), on image changes, and every 30 s.
 
 import { seg } from '../api.js';
 import { badge, fill, h, table } from '../dom.js';
@@ -111,7 +111,7 @@ export function mountImages(ctx, focusImage) {
     title: 'Images',
     refresh,
     pollMs: POLL_MS,
-    onEvent: (ev) => ev.type === 'client',
+    onEvent: (ev) => ev.type === 'client' || ev.type === 'image',
   };
 }
 

@@ -1,7 +1,7 @@
 /**
  * GET /api/v1/events/stream: server-sent events (HTML Living Standard,
  * "Server-sent events", text/event-stream) of new boot events and of client
- * changes, for the dashboard.
+ * and image changes, for the dashboard.
  *
  * Where the events come from: the store, polled. Boot events are written by
  * this server's recorder, but clients are also changed by the CLI in another
@@ -12,7 +12,11 @@
  *     with `id: <event id>` (a reconnecting reader passes the last id as
  *     `?after=` or `Last-Event-ID` and misses nothing that is still stored);
  *   - client rows compared with the previous poll, as `event: client` with
- *     `{change: added|changed|removed, mac, client}`.
+ *     `{change: added|changed|removed, mac, client}`;
+ *   - images (current version, versions and whether each is published)
+ *     compared the same way, as `event: image` with
+ *     `{change: added|changed|removed, name, image}`: publishing, rollback,
+ *     imports, commits and deletions.
  * If more events arrived in one interval than a poll reads, the oldest of
  * them are not sent and an `event: resync` says so: the reader reloads the
  * lists over REST.
@@ -25,7 +29,7 @@
 import type { ServerResponse } from 'node:http';
 import { toJson } from '../../app/json.js';
 import type { Logger } from '../../lib/log.js';
-import type { BootEventRecord, ClientRecord } from '../../state/store.js';
+import type { BootEventRecord, ClientRecord, ImageRecord, ImageVersionRecord } from '../../state/store.js';
 import { RestError } from './errors.js';
 
 export const STREAM_DEFAULTS = {
@@ -46,10 +50,11 @@ export const STREAM_DEFAULTS = {
 
 export type StreamLimits = { [K in keyof typeof STREAM_DEFAULTS]: number };
 
-/** What the stream reads: the store's boot events and client rows. */
+/** What the stream reads: the store's boot events, client rows and images. */
 export interface StreamSource {
   events: { list(filter: { afterId?: number; limit?: number }): BootEventRecord[] };
   clients: { list(): ClientRecord[] };
+  images?: { list(): ImageRecord[]; versions(name: string): ImageVersionRecord[] };
 }
 
 export class EventStream {
@@ -61,6 +66,8 @@ export class EventStream {
   private lastId = 0;
   /** Each client's JSON at the last poll, by MAC. */
   private clients = new Map<string, string>();
+  /** Each image's summary (current version, versions and whether each is published) at the last poll, by name. */
+  private images = new Map<string, string>();
   private lastWarnMs = 0;
   private closed = false;
 
@@ -136,6 +143,16 @@ export class EventStream {
         if (!now.has(mac)) text += `event: client\ndata: {"change":"removed","mac":${JSON.stringify(mac)},"client":null}\n\n`;
       }
       this.clients = now;
+
+      const images = this.snapshotImages();
+      for (const [name, json] of images) {
+        const before = this.images.get(name);
+        if (before !== json) text += `event: image\ndata: {"change":${before === undefined ? '"added"' : '"changed"'},"name":${JSON.stringify(name)},"image":${json}}\n\n`;
+      }
+      for (const name of this.images.keys()) {
+        if (!images.has(name)) text += `event: image\ndata: {"change":"removed","name":${JSON.stringify(name)},"image":null}\n\n`;
+      }
+      this.images = images;
     } catch (err) {
       // A busy or failing store is retried at the next poll; the readers wait.
       const t = Date.now();
@@ -152,6 +169,7 @@ export class EventStream {
     const newest = this.readEvents(0, 1);
     this.lastId = newest.length > 0 ? newest[0]!.id : 0;
     this.clients = this.snapshotClients();
+    this.images = this.snapshotImages();
     this.pollTimer = setInterval(() => this.poll(), this.limits.pollMs);
     this.keepAliveTimer = setInterval(() => {
       for (const res of [...this.readers]) this.write(res, ': keep-alive\n\n');
@@ -186,6 +204,18 @@ export class EventStream {
 
   private readEvents(afterId: number, limit: number): BootEventRecord[] {
     return this.source.events.list({ afterId, limit });
+  }
+
+  /** Publishing, rollback, imports, commits and deletions, from this process or the CLI. */
+  private snapshotImages(): Map<string, string> {
+    const out = new Map<string, string>();
+    const images = this.source.images;
+    if (!images) return out;
+    for (const i of images.list()) {
+      const versions = images.versions(i.name).map((v) => ({ version: v.version, published: v.published }));
+      out.set(i.name, JSON.stringify({ name: i.name, currentVersion: i.currentVersion, versions }));
+    }
+    return out;
   }
 
   private snapshotClients(): Map<string, string> {
