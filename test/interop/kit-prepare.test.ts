@@ -28,10 +28,15 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync, symlinkSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { Catalogue } from '../../src/app/catalogue.js';
+import { kernelCommandLine } from '../../src/boot/kernel-cmdline.js';
+import { chooseRoot, readVersionBoot } from '../../src/boot/service.js';
+import { makeDisk } from '../../src/images/build-debian.js';
 import { loadKitTemplate, renderKit } from '../../src/images/capture/kit-script.js';
+import type { BootInfo } from '../../src/state/store.js';
 import { havePeer } from '../helpers/peers.js';
 import {
   ChrootMounts, ensureChrootTarball, removeChroot, run, unpack, type Flavour, type Prepared,
@@ -101,6 +106,12 @@ function manifest(root: string, dirs: string[]): Map<string, string> {
   };
   for (const d of dirs) walk(d);
   return out;
+}
+
+function readVersionBootOrThrow(info: BootInfo | null) {
+  const r = readVersionBoot(info);
+  if (!r.ok) throw new Error(`the version cannot boot: ${r.reason}`);
+  return r.boot;
 }
 
 function diff(a: Map<string, string>, b: Map<string, string>): string[] {
@@ -254,6 +265,27 @@ async function prepareFlavour(flavour: Flavour, t: { diagnostic(s: string): void
     const sums1 = touchedSums(first.output);
     assert.ok(sums1.length >= 8, `the kit listed the files it touched:\n${sums1.join('\n')}`);
     assert.deepEqual(touchedSums(second.output), sums1, 'the touched files have the same sha256 after the second run');
+
+    // The prepared system as a disk the server takes in (what capture would send):
+    // its flavour found, its initramfs able to mount the root over NBD, the command line to match.
+    await mounts.unmount();
+    const disk = join(dir, 'prepared.raw');
+    const diskUuid = randomUUID();
+    await makeDisk(disk, root, 3 * 1024 ** 3, diskUuid);
+    const catalogue = Catalogue.open(join(dir, 'data'));
+    try {
+      const v = await catalogue.importVersion('prepared', disk, { move: true });
+      const info = v.bootInfo as Record<string, unknown>;
+      assert.equal(info.initramfsFlavour, flavour);
+      assert.equal(info.rootUuid, diskUuid);
+      const line = kernelCommandLine({
+        flavour, nbd: { server: '10.0.0.1', port: 10809, exportName: 'x' }, root: chooseRoot(readVersionBootOrThrow(v.bootInfo), 10809), network: 'ipxe',
+      });
+      assert.match(line, flavour === 'dracut' ? new RegExp(`netroot=nbd:10\\.0\\.0\\.1:10809/x root=UUID=${diskUuid} .*rd\\.neednet=1`) : new RegExp(`nbdroot=10\\.0\\.0\\.1,x,nbd0 root=UUID=${diskUuid}`));
+      t.diagnostic(`${flavour}: the prepared system imports as a version booting kernel ${String(info.kernelVersion)}: ${line}`);
+    } finally {
+      catalogue.close();
+    }
     passed = true;
   } finally {
     await mounts.unmount().catch((e) => logs.push(`unmount: ${String(e)}`));
