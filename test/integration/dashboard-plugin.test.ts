@@ -11,22 +11,15 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { BootService } from '../../src/boot/boot-service.js';
+import { NO_BOOT } from '../helpers/no-boot.js';
 import { HttpServer } from '../../src/api/http-server.js';
 import { DASHBOARD_CSP, dashboard, defaultDashboardRoot, loadDashboardAssets } from '../../src/api/dashboard.js';
-
-const noBoot: BootService = {
-  async script() { return '#!ipxe\n'; },
-  async bootFile() { return null; },
-  async firmwareFile() { return null; },
-  async osUp() { return false; },
-};
 
 let dir: string;
 const servers: HttpServer[] = [];
 
 async function serve(root?: string): Promise<string> {
-  const s = new HttpServer({ boot: noBoot, extensions: [dashboard(root === undefined ? {} : { root })] });
+  const s = new HttpServer({ boot: NO_BOOT, extensions: [dashboard(root === undefined ? {} : { root })] });
   servers.push(s);
   const a = await s.listen(0, '127.0.0.1');
   return `http://127.0.0.1:${a.port}`;

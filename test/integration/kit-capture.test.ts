@@ -22,7 +22,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { BootService } from '../../src/boot/boot-service.js';
+import { NO_BOOT } from '../helpers/no-boot.js';
 import { HttpServer } from '../../src/api/http-server.js';
 import { kitRoutes } from '../../src/api/kit-routes.js';
 import type { CapturedDisk } from '../../src/images/capture/capture-service.js';
@@ -34,13 +34,6 @@ const CHUNK = 1 * MiB;
 const DISK_MIB = 24;
 /** The whole run of one kit, bounded: TCG-free, but process spawning is slow on some machines. */
 const KIT_TIMEOUT_MS = 120_000;
-
-const noBoot: BootService = {
-  async script() { return '#!ipxe\n'; },
-  async bootFile() { return null; },
-  async firmwareFile() { return null; },
-  async osUp() { return false; },
-};
 
 let dir: string;
 let dataDir: string;
@@ -57,7 +50,7 @@ before(async () => {
   dataDir = join(dir, 'data');
   mkdirSync(join(dir, 'published'));
   server = new HttpServer({
-    boot: noBoot,
+    boot: NO_BOOT,
     extensions: [kitRoutes({
       dataDir,
       captureToken: TOKEN,

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { BootService } from '../../src/boot/boot-service.js';
+import { NO_BOOT } from '../helpers/no-boot.js';
 import { HttpServer } from '../../src/api/http-server.js';
 import { loadOrCreateApiToken, restApi } from '../../src/api/rest/index.js';
 import { Catalogue } from '../../src/app/catalogue.js';
@@ -21,13 +21,6 @@ import { havePeer, requirePeers } from '../helpers/peers.js';
 const PEERS = ['sfdisk', 'mkfs.ext4', 'debugfs'];
 const V = '6.1.0-1-amd64';
 const MAC = '52:54:00:0c:00:01';
-
-const noBoot: BootService = {
-  async script() { return '#!ipxe\n'; },
-  async bootFile() { return null; },
-  async firmwareFile() { return null; },
-  async osUp() { return false; },
-};
 
 let dir: string;
 let catalogue: Catalogue | null = null;
@@ -49,7 +42,7 @@ before(async () => {
   await catalogue.importVersion('tools', disk);
   catalogue.addClient({ mac: MAC, image: 'tools', mode: 'ephemeral' });
   token = loadOrCreateApiToken(dataDir);
-  server = new HttpServer({ boot: noBoot, extensions: [restApi({ catalogue, dataDir, token })] });
+  server = new HttpServer({ boot: NO_BOOT, extensions: [restApi({ catalogue, dataDir, token })] });
   base = `http://127.0.0.1:${(await server.listen(0, '127.0.0.1')).port}/api/v1`;
 });
 

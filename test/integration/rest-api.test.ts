@@ -28,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { Validator } from '@seriousme/openapi-schema-validator';
-import type { BootService } from '../../src/boot/boot-service.js';
+import { NO_BOOT } from '../helpers/no-boot.js';
 import { HttpServer } from '../../src/api/http-server.js';
 import { loadOrCreateApiToken, restApi } from '../../src/api/rest/index.js';
 import { Catalogue } from '../../src/app/catalogue.js';
@@ -38,13 +38,6 @@ const MiB = 1024 * 1024;
 const PREFIX = '/api/v1';
 const IO = { readBps: 1000, writeBps: 2000, readBytes: 3 * MiB, writeBytes: 4 * MiB };
 const MAX_STREAMS = 4;
-
-const noBoot: BootService = {
-  async script() { return '#!ipxe\n'; },
-  async bootFile() { return null; },
-  async firmwareFile() { return null; },
-  async osUp() { return false; },
-};
 
 let dir: string;
 let dataDir: string;
@@ -80,7 +73,7 @@ before(async () => {
 
   token = loadOrCreateApiToken(dataDir);
   server = new HttpServer({
-    boot: noBoot,
+    boot: NO_BOOT,
     extensions: [
       async (app) => {
         app.addHook('onRoute', (r) => {
@@ -809,7 +802,7 @@ test('every operation of the document was answered (2xx) and refused without a t
 test('closing the server ends open event streams instead of waiting for them', async () => {
   // A server of its own, read with node:http: fetch()'s connection pool keeps sockets of its own
   // (after an aborted stream, for seconds) that a shutdown would wait for, whatever the server does.
-  const own = new HttpServer({ boot: noBoot, extensions: [restApi({ catalogue, dataDir, token })] });
+  const own = new HttpServer({ boot: NO_BOOT, extensions: [restApi({ catalogue, dataDir, token })] });
   const { port } = await own.listen(0, '127.0.0.1');
   const res = await new Promise<IncomingMessage>((resolve, reject) => {
     httpGet({ host: '127.0.0.1', port, path: `${PREFIX}/events/stream`, headers: { authorization: `Bearer ${token}` }, agent: false }, resolve).on('error', reject);

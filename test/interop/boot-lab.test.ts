@@ -37,15 +37,15 @@ import { Catalogue } from '../../src/app/catalogue.js';
 import { Store, type BootEventRecord } from '../../src/state/store.js';
 import { BOOT_SERVER_READY, BOOT_SERVER_SCRIPT } from '../helpers/boot-server.js';
 import { createLab, readLog, waitForLog, type Lab, type LabChild, type QemuVm } from '../helpers/lab.js';
-import { DNSMASQ_BINARY, IPXE_FILES, dnsmasqArgs } from '../helpers/lab-peers.js';
+import { IPXE_FILES } from '../helpers/lab-peers.js';
 import type { FirmwareKind } from '../helpers/lab-qemu.js';
+import { startSiteDhcp } from '../helpers/lab-boot.js';
 import { requirePeers, requireRoot } from '../helpers/peers.js';
 
 const LIMITS = {
   /** From QEMU start to both files fetched, per client, under TCG with several clients at once. */
   bootMs: 240_000,
   serverReadyMs: 20_000,
-  siteDhcpReadyMs: 10_000,
   pollMs: 500,
   /** With a router advertisement on the link, iPXE fetches its script this soon after its DHCPACK (measured: about 1 s). */
   scriptAfterAckWithRaMs: 10_000,
@@ -114,36 +114,6 @@ async function startServer(lab: Lab, config: Record<string, unknown>, extraArgs:
   });
   await waitForLog(child.logFile, new RegExp(BOOT_SERVER_READY), { timeoutMs: LIMITS.serverReadyMs, process: child });
   return child;
-}
-
-/**
- * dnsmasq as the site's DHCP server: addresses only (no boot file, no PXE
- * options), router advertisements on, at .2 in a namespace of its own joined
- * to the lab bridge by a veth pair. Its own namespace because two DHCP
- * servers in one namespace would share port 67 and, on one address, a server
- * identifier. The namespace is anonymous (unshare) and dies with dnsmasq,
- * which the lab tracks and stops.
- */
-async function startSiteDhcp(lab: Lab): Promise<{ child: LabChild; address: string }> {
-  const address = lab.hostAddress(2);
-  const address6 = lab.serverAddress6.replace(/::1$/, '::2');
-  const peer = { bridge: 'vsite0', dir: lab.dir, hostAddress: (n: number) => lab.hostAddress(n) };
-  const args = dnsmasqArgs(peer, { routerAdvertisements: true }).filter((a) => !a.startsWith('--dhcp-boot='));
-  const setup = [
-    'n=0; while ! ip link show vsite0 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 100 ] && exit 3; sleep 0.1; done',
-    'ip link set lo up',
-    `ip addr add ${address}/${lab.prefixLength} dev vsite0`,
-    `ip -6 addr add ${address6}/64 dev vsite0 nodad`,
-    'ip link set vsite0 up',
-    `exec ${DNSMASQ_BINARY} "$@"`,
-  ].join('\n');
-  const child = lab.spawn('unshare', ['--net', 'sh', '-c', setup, 'site-dhcp', ...args], { logFile: join(lab.dir, 'site-dnsmasq.log') });
-  if (child.pid === undefined) throw new Error('could not start the site DHCP server');
-  await lab.exec('ip', ['link', 'add', 'vsite', 'type', 'veth', 'peer', 'name', 'vsite0', 'netns', String(child.pid)]);
-  await lab.exec('ip', ['link', 'set', 'vsite', 'master', lab.bridge]);
-  await lab.exec('ip', ['link', 'set', 'vsite', 'up']);
-  await waitForLog(child.logFile, /sockets bound exclusively/, { timeoutMs: LIMITS.siteDhcpReadyMs, process: child });
-  return { child, address };
 }
 
 /**
