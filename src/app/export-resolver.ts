@@ -255,6 +255,7 @@ export class CatalogueExportResolver implements ExportResolver {
         dir: this.catalogue.dir.abs(row.dir),
         logger: this.log.child({ mac: client.mac }),
         ...(this.clusterSize !== undefined ? { clusterSize: this.clusterSize } : {}),
+        ...(client.quotaBytes !== null ? { quotaBytes: client.quotaBytes } : {}),
       });
       this.log.info('client overlay opened', { mac: client.mac, overlay: row.dir, image: row.image, version: row.version });
       return { clientId: client.id, mac: client.mac, overlayId: row.id, dir: row.dir, versionId: version.id, overlay, refs: 0, timer: null, retired: false };
@@ -321,6 +322,15 @@ export class CatalogueExportResolver implements ExportResolver {
   }
 
   /** Retires open overlays whose catalogue row is gone or replaced (a discard by another process). */
+  /** A quota changed in the catalogue (by the API, or the CLI in another process) reaches the open overlay. */
+  private applyQuota(e: OverlayEntry): void {
+    if (e.retired) return;
+    const quota = this.catalogue.store.clients.byId(e.clientId)?.quotaBytes ?? undefined;
+    if (e.overlay.quotaBytes === quota) return;
+    e.overlay.setQuotaBytes(quota);
+    this.log.info('overlay quota changed', { mac: e.mac, quotaBytes: quota ?? null, allocatedBytes: e.overlay.allocatedBytes() });
+  }
+
   private checkDiscards(): void {
     if (this.closed || !this.catalogue.store.isOpen) return;
     for (const e of [...this.entries.values()]) {
@@ -331,7 +341,10 @@ export class CatalogueExportResolver implements ExportResolver {
         this.log.warn('overlay check failed', { err });
         return;
       }
-      if (current && current.id === e.overlayId && current.dir === e.dir) continue;
+      if (current && current.id === e.overlayId && current.dir === e.dir) {
+        this.applyQuota(e);
+        continue;
+      }
       void this.withLock(e.clientId, async () => {
         if (this.entries.get(e.clientId) === e) await this.retire(e, 'discarded in the catalogue');
       }).catch((err) => this.log.error('retiring a discarded overlay failed', { mac: e.mac, err }));

@@ -4,7 +4,8 @@
  * exports.
  *
  * Reads go straight into the caller's buffer (FileHandle.read), with no
- * copy. A read-only device opens the file O_RDONLY and never writes, syncs
+ * copy; tryReadSync does it on the event loop while the page cache answers
+ * at once (sync-io.ts). A read-only device opens the file O_RDONLY and never writes, syncs
  * or truncates it, so its bytes and mtime are untouched however it is used.
  *
  * Allocation (extents). Node has no SEEK_DATA/SEEK_HOLE and no fallocate,
@@ -31,6 +32,7 @@ import type { BlockDevice, Capabilities, Extent, WriteOptions, ZeroOptions } fro
 import { assertRange, fromSystemError, storageError } from './errors.js';
 import { crc32, readFully, writeFileAtomic, writeFully, ZERO_BUFFER } from './file-io.js';
 import { MAX_EXTENTS_PER_CALL } from './extents.js';
+import { DEFAULT_SYNC_IO, SyncIoGate, readFullySync, type SyncIoPolicy } from './sync-io.js';
 import { silentLogger, type Logger } from '../lib/log.js';
 
 export interface FileDeviceOptions {
@@ -44,6 +46,8 @@ export interface FileDeviceOptions {
   /** Sidecar path of the zero map (read-only only); loaded if it matches the file, else built once and written. */
   allocationMap?: string;
   logger?: Logger;
+  /** When reads are served synchronously (tryReadSync); see sync-io.ts. */
+  syncIo?: Readonly<SyncIoPolicy>;
 }
 
 /** Granularity of the zero map. 4 KiB matches file system blocks and the smallest overlay cluster. */
@@ -66,6 +70,7 @@ export class FileDevice implements BlockDevice {
 
   private readonly inflight = new Set<Promise<unknown>>();
   private closed = false;
+  private readonly gate: SyncIoGate;
 
   private constructor(
     private readonly fh: FileHandle,
@@ -75,7 +80,9 @@ export class FileDevice implements BlockDevice {
     identity: string | undefined,
     /** One bit per ZERO_MAP_BLOCK_SIZE block, set when the block is all zeros. */
     private readonly zeroMap: Uint8Array | undefined,
+    syncIo: Readonly<SyncIoPolicy>,
   ) {
+    this.gate = new SyncIoGate(syncIo);
     this.size = size;
     this.identity = identity;
     this.capabilities = Object.freeze({
@@ -127,7 +134,7 @@ export class FileDevice implements BlockDevice {
           logger.info('zero map built', { image: path, sidecar: options.allocationMap, ms: Date.now() - started });
         }
       }
-      return new FileDevice(fh, path, size, options.readOnly, identity, zeroMap);
+      return new FileDevice(fh, path, size, options.readOnly, identity, zeroMap, options.syncIo ?? DEFAULT_SYNC_IO);
     } catch (err) {
       await fh.close().catch(() => undefined);
       throw fromSystemError(err, `opening image ${path}`);
@@ -141,6 +148,24 @@ export class FileDevice implements BlockDevice {
     }
     const out = into ?? Buffer.allocUnsafe(length);
     return this.track(readFully(this.fh, out, 0, length, offset).then(() => out), 'read');
+  }
+
+  /** The page cache answers most reads of an image at once: read on the event loop (sync-io.ts). */
+  tryReadSync(offset: number, length: number, into: Buffer): boolean {
+    this.check(offset, length);
+    if (into.length < length) {
+      throw storageError('STORAGE_INVALID_ARGUMENT', `read buffer of ${into.length} bytes is smaller than the ${length} asked for`);
+    }
+    const gate = this.gate;
+    if (!gate.allows(length)) return false;
+    const started = gate.start();
+    try {
+      readFullySync(this.fh.fd, into, 0, length, offset);
+    } catch (err) {
+      throw fromSystemError(err, `read on ${this.path}`);
+    }
+    gate.done(started, length);
+    return true;
   }
 
   async write(offset: number, data: Buffer, options: WriteOptions = {}): Promise<void> {
@@ -185,6 +210,11 @@ export class FileDevice implements BlockDevice {
   }
 
   async extents(offset: number, length: number): Promise<Extent[]> {
+    return this.tryExtentsSync(offset, length);
+  }
+
+  /** The zero map is in memory: extents are always answered at once. */
+  tryExtentsSync(offset: number, length: number): Extent[] {
     this.check(offset, length);
     if (length === 0) return [];
     const map = this.zeroMap;

@@ -438,11 +438,19 @@ export function encodeRequestHeader(req: RequestToEncode, into: Buffer = Buffer.
 // Transmission: replies (proto.md "Simple reply message", "Structured reply chunk message")
 
 export function encodeSimpleReplyHeader(error: number, cookie: bigint): Buffer {
-  const b = Buffer.allocUnsafe(SIZES.SIMPLE_REPLY_HEADER);
-  b.writeUInt32BE(MAGICS.NBD_SIMPLE_REPLY_MAGIC, 0);
-  b.writeUInt32BE(checkU32(error, 'error'), 4);
-  b.writeBigUInt64BE(cookie, 8);
-  return b;
+  return writeSimpleReplyHeader(Buffer.allocUnsafe(SIZES.SIMPLE_REPLY_HEADER), 0, error, cookie);
+}
+
+/**
+ * A simple reply header written into `into` at `at` (16 bytes). Servers
+ * read a reply's data into the same buffer right behind it, so header and
+ * data go out in one write without being copied together.
+ */
+export function writeSimpleReplyHeader(into: Buffer, at: number, error: number, cookie: bigint): Buffer {
+  into.writeUInt32BE(MAGICS.NBD_SIMPLE_REPLY_MAGIC, at);
+  into.writeUInt32BE(checkU32(error, 'error'), at + 4);
+  into.writeBigUInt64BE(cookie, at + 8);
+  return into;
 }
 
 export interface StructuredReplyHeader {
@@ -452,12 +460,12 @@ export interface StructuredReplyHeader {
   length: number;
 }
 
-function writeStructuredHeader(b: Buffer, flags: number, type: number, cookie: bigint, length: number): void {
-  b.writeUInt32BE(MAGICS.NBD_STRUCTURED_REPLY_MAGIC, 0);
-  b.writeUInt16BE(flags, 4);
-  b.writeUInt16BE(type, 6);
-  b.writeBigUInt64BE(cookie, 8);
-  b.writeUInt32BE(checkU32(length, 'chunk length'), 16);
+function writeStructuredHeader(b: Buffer, flags: number, type: number, cookie: bigint, length: number, at = 0): void {
+  b.writeUInt32BE(MAGICS.NBD_STRUCTURED_REPLY_MAGIC, at);
+  b.writeUInt16BE(flags, at + 4);
+  b.writeUInt16BE(type, at + 6);
+  b.writeBigUInt64BE(cookie, at + 8);
+  b.writeUInt32BE(checkU32(length, 'chunk length'), at + 16);
 }
 
 /** A chunk header alone (20 bytes); for NBD_REPLY_TYPE_NONE it is the whole chunk. */
@@ -473,20 +481,33 @@ export function encodeStructuredReplyHeader(h: StructuredReplyHeader): Buffer {
  * buffer, never copied behind it.
  */
 export function encodeOffsetDataHeader(flags: number, cookie: bigint, offset: number, dataLength: number): Buffer {
-  const b = Buffer.allocUnsafe(SIZES.STRUCTURED_REPLY_HEADER + 8);
-  writeStructuredHeader(b, flags, STRUCTURED_REPLY_TYPES.NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + dataLength);
-  writeU64(b, offset, 20);
-  return b;
+  return writeOffsetDataHeader(Buffer.allocUnsafe(OFFSET_DATA_HEADER_SIZE), 0, flags, cookie, offset, dataLength);
+}
+
+/** Header and offset of an NBD_REPLY_TYPE_OFFSET_DATA chunk: the data follows. */
+export const OFFSET_DATA_HEADER_SIZE = SIZES.STRUCTURED_REPLY_HEADER + 8;
+/** A whole NBD_REPLY_TYPE_OFFSET_HOLE chunk (header, offset, size). */
+export const OFFSET_HOLE_CHUNK_SIZE = SIZES.STRUCTURED_REPLY_HEADER + 12;
+
+/** encodeOffsetDataHeader() written into `into` at `at` (28 bytes), in front of where the data goes. */
+export function writeOffsetDataHeader(into: Buffer, at: number, flags: number, cookie: bigint, offset: number, dataLength: number): Buffer {
+  writeStructuredHeader(into, flags, STRUCTURED_REPLY_TYPES.NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + dataLength, at);
+  writeU64(into, offset, at + 20);
+  return into;
 }
 
 /** A whole NBD_REPLY_TYPE_OFFSET_HOLE chunk: `size` bytes at `offset` read as zeroes. */
 export function encodeOffsetHoleChunk(flags: number, cookie: bigint, offset: number, size: number): Buffer {
+  return writeOffsetHoleChunk(Buffer.allocUnsafe(OFFSET_HOLE_CHUNK_SIZE), 0, flags, cookie, offset, size);
+}
+
+/** encodeOffsetHoleChunk() written into `into` at `at` (32 bytes). */
+export function writeOffsetHoleChunk(into: Buffer, at: number, flags: number, cookie: bigint, offset: number, size: number): Buffer {
   if (size <= 0) throw outOfRange('a hole chunk must cover at least one byte');
-  const b = Buffer.allocUnsafe(SIZES.STRUCTURED_REPLY_HEADER + 12);
-  writeStructuredHeader(b, flags, STRUCTURED_REPLY_TYPES.NBD_REPLY_TYPE_OFFSET_HOLE, cookie, 12);
-  writeU64(b, offset, 20);
-  b.writeUInt32BE(checkU32(size, 'hole size'), 28);
-  return b;
+  writeStructuredHeader(into, flags, STRUCTURED_REPLY_TYPES.NBD_REPLY_TYPE_OFFSET_HOLE, cookie, 12, at);
+  writeU64(into, offset, at + 20);
+  into.writeUInt32BE(checkU32(size, 'hole size'), at + 28);
+  return into;
 }
 
 export interface BlockDescriptor {

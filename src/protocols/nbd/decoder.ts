@@ -63,6 +63,12 @@ export type ClientFrame =
 export interface RequestFrame extends RequestHeader {
   kind: 'request';
   payload?: Buffer;
+  /**
+   * The payload came from the decoder's `allocate` (it arrived in pieces and
+   * was gathered into one buffer) rather than being a view of the received
+   * bytes: the session may give it back to its pool once the write is done.
+   */
+  pooled?: boolean;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -85,7 +91,11 @@ export class ClientStreamDecoder {
 
   private readonly writeDiscardLimit: number;
 
-  constructor(private readonly limits: DecoderLimits) {
+  constructor(
+    private readonly limits: DecoderLimits,
+    /** Where a write payload that arrived in pieces is gathered (default: a new buffer). */
+    private readonly allocate?: (size: number) => Buffer,
+  ) {
     // proto.md "Size constraints": payloads up to 2^25 SHOULD NOT be taken for
     // a denial of service even above the advertised maximum, so writes up to
     // that are read and failed; only beyond both is the connection closed.
@@ -220,7 +230,13 @@ export class ClientStreamDecoder {
         case DECODER_STATES.WRITE_PAYLOAD: {
           const frame = this.pending!;
           if (this.available < frame.length) return null;
-          frame.payload = this.take(frame.length);
+          const first = this.chunks[0]!;
+          if (this.allocate && first.length - this.head < frame.length) {
+            frame.payload = this.gather(this.allocate(frame.length), frame.length);
+            frame.pooled = true;
+          } else {
+            frame.payload = this.take(frame.length);
+          }
           this.pending = null;
           this.stateNow = DECODER_STATES.REQUEST_HEADER;
           return frame;
@@ -257,7 +273,18 @@ export class ClientStreamDecoder {
   private peek(n: number): Buffer {
     const first = this.chunks[0]!;
     if (first.length - this.head >= n) return first.subarray(this.head, this.head + n);
-    const out = Buffer.allocUnsafe(n);
+    return this.copyInto(Buffer.allocUnsafe(n), n);
+  }
+
+  /** Copies the next n bytes (n <= available) into `out` and consumes them. */
+  private gather(out: Buffer, n: number): Buffer {
+    this.copyInto(out, n);
+    this.skip(n);
+    return out;
+  }
+
+  /** Copies the next n bytes (n <= available) into `out` without consuming them. */
+  private copyInto(out: Buffer, n: number): Buffer {
     let copied = 0;
     let pos = this.head;
     for (const c of this.chunks) {

@@ -25,6 +25,7 @@ import {
   COMMANDS,
   ERRORS,
   HANDSHAKE_FLAGS,
+  SIZES,
   INFO_TYPES,
   META_CONTEXT_BASE_ALLOCATION,
   META_CONTEXT_NAMESPACE_BASE,
@@ -51,14 +52,17 @@ import {
   encodeInfoBlockSize,
   encodeInfoExport,
   encodeInfoString,
-  encodeOffsetDataHeader,
-  encodeOffsetHoleChunk,
   encodeOptionReply,
   encodeRepMetaContext,
   encodeRepServer,
   encodeServerGreeting,
   encodeSimpleReplyHeader,
   encodeStructuredReplyHeader,
+  OFFSET_DATA_HEADER_SIZE,
+  OFFSET_HOLE_CHUNK_SIZE,
+  writeOffsetDataHeader,
+  writeOffsetHoleChunk,
+  writeSimpleReplyHeader,
   type BlockDescriptor,
   type RequestHeader,
 } from './codec.js';
@@ -228,8 +232,20 @@ type AfterOption = 'option' | 'transmission' | 'abort' | 'reject';
 
 interface Request extends RequestHeader {
   payload?: Buffer;
+  pooled?: boolean;
 }
 
+/** One read reply laid out in one buffer: each chunk's header in front of the slot its data is read into. */
+interface ReadLayout {
+  buffer: Buffer;
+  pieces: ReadPiece[];
+  /** Where each piece's chunk starts in `buffer`, and one more entry: the end. */
+  chunkStarts: number[];
+  /** Where each data piece's bytes go in `buffer` (-1 for holes). */
+  dataStarts: number[];
+}
+
+const SIMPLE_HEADER = SIZES.SIMPLE_REPLY_HEADER;
 const EMPTY = Buffer.alloc(0);
 const WRITE_COMMANDS = new Set<number>([COMMANDS.NBD_CMD_WRITE, COMMANDS.NBD_CMD_TRIM, COMMANDS.NBD_CMD_WRITE_ZEROES]);
 
@@ -258,6 +274,8 @@ export class NbdSession {
   private peerEnded = false;
   private forced = false;
   private requestsServed = 0;
+  /** The socket is corked until the end of this turn of the event loop (batch()). */
+  private batched = false;
   private readonly onDrain = (): void => this.pump();
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
@@ -267,7 +285,12 @@ export class NbdSession {
     readonly peer: Peer,
     private readonly ctx: SessionContext,
   ) {
-    this.decoder = new ClientStreamDecoder({ maxOptionPayload: ctx.limits.maxOptionPayload, maxPayload: ctx.limits.maxPayload });
+    this.decoder = new ClientStreamDecoder(
+      { maxOptionPayload: ctx.limits.maxOptionPayload, maxPayload: ctx.limits.maxPayload },
+      // Write data that arrives in pieces is gathered into a pooled buffer,
+      // given back once the device has written it (releasePayload).
+      (size) => ctx.buffers.get(size),
+    );
     this.log = ctx.logger.child({ peer: `${peer.address}:${peer.port}` });
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
   }
@@ -362,6 +385,10 @@ export class NbdSession {
   private pumpFrames(): void {
     if (this.pumping) return;
     this.pumping = true;
+    // Replies made while decoding this batch (requests served at once) leave
+    // in one write when it ends.
+    const s = this.stream;
+    s.cork();
     try {
       for (;;) {
         if (this.phase === 'closing' || this.phase === 'closed') return;
@@ -384,6 +411,7 @@ export class NbdSession {
       }
     } finally {
       this.pumping = false;
+      s.uncork();
     }
     this.updateFlow();
   }
@@ -737,7 +765,15 @@ export class NbdSession {
     }
     const invalid = this.validate(req);
     if (invalid) {
+      this.releasePayload(req);
       this.replyError(req, invalid[0], invalid[1]);
+      return;
+    }
+    // The device answers most reads and writes at once (page cache, maps in
+    // memory): then the reply is made here, in the turn that decoded the
+    // request, and leaves with the batch (pumpFrames).
+    if (req.type === COMMANDS.NBD_CMD_READ ? this.readNow(req) : req.type === COMMANDS.NBD_CMD_WRITE && this.writeNow(req)) {
+      this.requestsServed++;
       return;
     }
     const cost = req.type === COMMANDS.NBD_CMD_READ || req.type === COMMANDS.NBD_CMD_WRITE ? req.length : 0;
@@ -844,7 +880,11 @@ export class NbdSession {
           return;
         case C.NBD_CMD_WRITE:
           if (req.length > 0) {
-            await device.write(req.offset, req.payload!, { fua: fua && !emulateFua });
+            try {
+              await device.write(req.offset, req.payload!, { fua: fua && !emulateFua });
+            } finally {
+              this.releasePayload(req);
+            }
             if (emulateFua) await device.flush();
           }
           stats.writes++;
@@ -891,13 +931,52 @@ export class NbdSession {
   }
 
   /**
-   * NBD_CMD_READ. Simple replies: header and the buffer the device read
-   * into. Structured replies: one NBD_REPLY_TYPE_OFFSET_DATA chunk, or,
-   * for reads at least limits.minHoleSize long on a device that reports
-   * extents (and without NBD_CMD_FLAG_DF), data chunks and
-   * NBD_REPLY_TYPE_OFFSET_HOLE chunks for the runs of zeroes, which are
-   * then neither read nor sent.
+   * NBD_CMD_READ. The reply is laid out in one pooled buffer (layoutRead):
+   * a simple reply's header and the data, or, with structured replies, one
+   * NBD_REPLY_TYPE_OFFSET_DATA chunk, or for reads at least
+   * limits.minHoleSize long on a device that reports extents (and without
+   * NBD_CMD_FLAG_DF) data chunks and NBD_REPLY_TYPE_OFFSET_HOLE chunks for
+   * the runs of zeroes, which are then neither read nor sent. The device
+   * reads each piece straight into its slot behind its chunk header, and
+   * the reply leaves as that one buffer: no copy, one write.
+   *
+   * readNow() serves it at once when the device can (tryReadSync, and
+   * tryExtentsSync for the plan of holes); read() is the asynchronous path.
    */
+  private readNow(req: Request): boolean {
+    const device = this.device!;
+    if (!device.tryReadSync || req.length === 0) return false;
+    let pieces: ReadPiece[] | null = null;
+    if (this.wantsHoles(req)) {
+      const extents = device.tryExtentsSync?.(req.offset, req.length);
+      if (extents === undefined) return false;
+      pieces = planRead(extents, req.offset, req.length, this.ctx.limits.minHoleSize);
+    }
+    const layout = this.layoutRead(req, pieces);
+    const buffer = layout.buffer;
+    let done = true;
+    try {
+      for (let i = 0; i < layout.pieces.length && done; i++) {
+        const p = layout.pieces[i]!;
+        if (p.hole) continue;
+        const at = layout.dataStarts[i]!;
+        done = device.tryReadSync(p.offset, p.length, buffer.subarray(at, at + p.length));
+      }
+    } catch {
+      // read() tries again and reports the failure, per piece where it can.
+      done = false;
+    }
+    if (!done) {
+      this.ctx.buffers.put(buffer);
+      return false;
+    }
+    this.sendPooled(buffer);
+    const stats = this.stats!;
+    stats.reads++;
+    stats.bytesRead += req.length;
+    return true;
+  }
+
   private async read(req: Request): Promise<void> {
     const device = this.device!;
     const stats = this.stats!;
@@ -909,27 +988,8 @@ export class NbdSession {
       stats.reads++;
       return;
     }
-    const pool = this.ctx.buffers;
-    if (!this.structured) {
-      // Read straight into the buffer the socket will write, then give it back to the pool.
-      const into = pool.get(length);
-      let data: Buffer;
-      try {
-        data = await device.read(offset, length, into);
-      } catch (err) {
-        pool.put(into);
-        this.replyDeviceError(req, err);
-        return;
-      }
-      if (!this.sendData(encodeSimpleReplyHeader(0, cookie), data.length === length ? data : data.subarray(0, length), into)) pool.put(into);
-      stats.reads++;
-      stats.bytesRead += length;
-      return;
-    }
-
     let pieces: ReadPiece[] | null = null;
-    const df = (req.flags & COMMAND_FLAGS.NBD_CMD_FLAG_DF) !== 0;
-    if (!df && device.capabilities.extents && length >= this.ctx.limits.minHoleSize) {
+    if (this.wantsHoles(req)) {
       try {
         pieces = planRead(await device.extents(offset, length), offset, length, this.ctx.limits.minHoleSize);
       } catch (err) {
@@ -937,62 +997,142 @@ export class NbdSession {
         this.log.debug('nbd extents for a read failed; sending data', { offset, length, err });
       }
     }
-    if (!pieces || (pieces.length === 1 && !pieces[0]!.hole)) pieces = [{ offset, length, hole: false }];
-
-    const dataBytes = pieces.reduce((n, p) => (p.hole ? n : n + p.length), 0);
-    const buffer = dataBytes > 0 ? pool.get(dataBytes) : null;
-    const results: (Buffer | { err: unknown } | null)[] = [];
-    const reads: Promise<void>[] = [];
-    let at = 0;
-    for (const [i, p] of pieces.entries()) {
-      if (p.hole) {
-        results[i] = null;
-        continue;
-      }
-      const into = buffer!.subarray(at, at + p.length);
-      at += p.length;
-      reads.push(
-        device.read(p.offset, p.length, into).then(
-          (b) => void (results[i] = b.length === p.length ? b : b.subarray(0, p.length)),
-          (err: unknown) => void (results[i] = { err }),
-        ),
-      );
-    }
-    await Promise.all(reads);
-
-    const s = this.stream;
-    if (s.destroyed || s.writableEnded) {
-      if (buffer) pool.put(buffer);
-      return;
-    }
+    const layout = this.layoutRead(req, pieces);
+    const buffer = layout.buffer;
+    const failures: unknown[] = [];
     let failed = 0;
-    s.cork();
-    for (const [i, p] of pieces.entries()) {
-      const last = i === pieces.length - 1;
-      const flags = last ? DONE : 0;
-      const r = results[i];
-      if (r === null || r === undefined) {
-        s.write(encodeOffsetHoleChunk(flags, cookie, p.offset, p.length));
-      } else if (Buffer.isBuffer(r)) {
-        s.write(encodeOffsetDataHeader(flags, cookie, p.offset, p.length));
-        s.write(r);
-      } else {
-        // proto.md: NBD_REPLY_TYPE_ERROR_OFFSET tells which part failed; the
-        // other chunks of the reply stay usable.
+    const readPiece = async (i: number): Promise<void> => {
+      const p = layout.pieces[i]!;
+      const at = layout.dataStarts[i]!;
+      const slot = buffer.subarray(at, at + p.length);
+      try {
+        const got = await device.read(p.offset, p.length, slot);
+        // The device should have read into `slot`; a device that returned
+        // another buffer has its bytes copied there.
+        if (got.buffer !== slot.buffer || got.byteOffset !== slot.byteOffset) got.copy(slot, 0, 0, p.length);
+      } catch (err) {
+        failures[i] = err;
         failed++;
-        const errno = nbdErrnoOf(r.err);
-        this.log.warn('nbd read failed', { offset: p.offset, length: p.length, error: errorName(errno), err: r.err });
-        s.write(encodeErrorChunk(flags, cookie, errno, `read failed at offset ${p.offset}${codeSuffix(r.err)}`, p.offset));
       }
+    };
+    if (layout.pieces.length === 1) {
+      if (!layout.pieces[0]!.hole) await readPiece(0);
+    } else {
+      const reads: Promise<void>[] = [];
+      for (let i = 0; i < layout.pieces.length; i++) if (!layout.pieces[i]!.hole) reads.push(readPiece(i));
+      await Promise.all(reads);
     }
-    // Chunks are written in order: once the last one is out, so is the buffer.
-    if (buffer) s.write(EMPTY, () => pool.put(buffer));
-    s.uncork();
-    if (failed > 0) stats.errors++;
-    else {
+
+    if (failed === 0) {
+      this.sendPooled(buffer);
       stats.reads++;
       stats.bytesRead += length;
+      return;
     }
+    const pool = this.ctx.buffers;
+    if (!this.structured) {
+      pool.put(buffer);
+      this.replyDeviceError(req, failures[0]);
+      return;
+    }
+    const s = this.stream;
+    if (s.destroyed || s.writableEnded) {
+      pool.put(buffer);
+      return;
+    }
+    // proto.md: NBD_REPLY_TYPE_ERROR_OFFSET tells which part failed; the
+    // other chunks of the reply stay usable.
+    this.batch();
+    for (let i = 0; i < layout.pieces.length; i++) {
+      const p = layout.pieces[i]!;
+      const err = failures[i];
+      if (err === undefined) {
+        s.write(buffer.subarray(layout.chunkStarts[i]!, layout.chunkStarts[i + 1]!));
+        continue;
+      }
+      const errno = nbdErrnoOf(err);
+      this.log.warn('nbd read failed', { offset: p.offset, length: p.length, error: errorName(errno), err });
+      const flags = i === layout.pieces.length - 1 ? DONE : 0;
+      s.write(encodeErrorChunk(flags, cookie, errno, `read failed at offset ${p.offset}${codeSuffix(err)}`, p.offset));
+    }
+    // Chunks are written in order: once the last one is out, so is the buffer.
+    s.write(EMPTY, () => pool.put(buffer));
+    stats.errors++;
+  }
+
+  /** A structured read long enough to look for holes in (see read()). */
+  private wantsHoles(req: Request): boolean {
+    return (
+      this.structured &&
+      (req.flags & COMMAND_FLAGS.NBD_CMD_FLAG_DF) === 0 &&
+      req.length >= this.ctx.limits.minHoleSize &&
+      this.device!.capabilities.extents
+    );
+  }
+
+  /**
+   * The reply to a read in one pooled buffer, headers written: a simple
+   * reply header then the data; or, structured, the chunks of `pieces`
+   * (one data piece when null) back to back, the last flagged DONE.
+   */
+  private layoutRead(req: Request, plan: ReadPiece[] | null): ReadLayout {
+    const { offset, length, cookie } = req;
+    const pool = this.ctx.buffers;
+    if (!this.structured) {
+      const buffer = writeSimpleReplyHeader(pool.get(SIMPLE_HEADER + length), 0, 0, cookie);
+      return { buffer, pieces: [{ offset, length, hole: false }], chunkStarts: [0, SIMPLE_HEADER + length], dataStarts: [SIMPLE_HEADER] };
+    }
+    const pieces = plan && !(plan.length === 1 && !plan[0]!.hole) ? plan : [{ offset, length, hole: false }];
+    let size = 0;
+    for (const p of pieces) size += p.hole ? OFFSET_HOLE_CHUNK_SIZE : OFFSET_DATA_HEADER_SIZE + p.length;
+    const buffer = pool.get(size);
+    const chunkStarts: number[] = [];
+    const dataStarts: number[] = [];
+    let at = 0;
+    for (let i = 0; i < pieces.length; i++) {
+      const p = pieces[i]!;
+      const flags = i === pieces.length - 1 ? REPLY_FLAGS.NBD_REPLY_FLAG_DONE : 0;
+      chunkStarts.push(at);
+      if (p.hole) {
+        writeOffsetHoleChunk(buffer, at, flags, cookie, p.offset, p.length);
+        dataStarts.push(-1);
+        at += OFFSET_HOLE_CHUNK_SIZE;
+      } else {
+        writeOffsetDataHeader(buffer, at, flags, cookie, p.offset, p.length);
+        dataStarts.push(at + OFFSET_DATA_HEADER_SIZE);
+        at += OFFSET_DATA_HEADER_SIZE + p.length;
+      }
+    }
+    chunkStarts.push(at);
+    return { buffer, pieces, chunkStarts, dataStarts };
+  }
+
+  /**
+   * NBD_CMD_WRITE without FUA served at once when the device can
+   * (tryWriteSync): true when answered (written, or refused with an error).
+   */
+  private writeNow(req: Request): boolean {
+    const device = this.device!;
+    if (!device.tryWriteSync || req.length === 0 || (req.flags & COMMAND_FLAGS.NBD_CMD_FLAG_FUA) !== 0) return false;
+    try {
+      if (!device.tryWriteSync(req.offset, req.payload!)) return false;
+    } catch (err) {
+      this.releasePayload(req);
+      this.replyDeviceError(req, err);
+      return true;
+    }
+    this.releasePayload(req);
+    const stats = this.stats!;
+    stats.writes++;
+    stats.bytesWritten += req.length;
+    this.send(encodeSimpleReplyHeader(0, req.cookie));
+    return true;
+  }
+
+  /** Gives a write's gathered payload back to the pool (the device keeps no reference once done). */
+  private releasePayload(req: Request): void {
+    if (req.pooled && req.payload) this.ctx.buffers.put(req.payload);
+    req.payload = undefined;
   }
 
   /** NBD_CMD_BLOCK_STATUS for base:allocation (proto.md "NBD_CMD_BLOCK_STATUS"). */
@@ -1035,25 +1175,25 @@ export class NbdSession {
   // Output and the end of the connection
 
   /**
-   * Writes a reply header and its data together; `pooled` (the buffer the
-   * data lives in) goes back to the pool once the socket is done with it.
-   * False when nothing was written (the stream is gone).
+   * Writes a reply laid out in a pooled buffer; the buffer goes back to the
+   * pool once the socket is done with it (or at once if the stream is gone).
    */
-  private sendData(header: Buffer, data: Buffer, pooled: Buffer): boolean {
+  private sendPooled(buffer: Buffer): void {
     const s = this.stream;
-    if (s.destroyed || s.writableEnded) return false;
     const pool = this.ctx.buffers;
-    s.cork();
-    s.write(header);
-    s.write(data, () => pool.put(pooled));
-    s.uncork();
-    return true;
+    if (s.destroyed || s.writableEnded) {
+      pool.put(buffer);
+      return;
+    }
+    this.batch();
+    s.write(buffer, () => pool.put(buffer));
   }
 
   private send(...buffers: Buffer[]): void {
     const s = this.stream;
     if (s.destroyed || s.writableEnded) return;
     if (buffers.length === 1) {
+      this.batch();
       s.write(buffers[0]!);
       return;
     }
@@ -1061,6 +1201,25 @@ export class NbdSession {
     for (const b of buffers) s.write(b);
     s.uncork();
   }
+
+  /**
+   * In transmission, replies of requests that complete asynchronously within
+   * one turn of the event loop leave together: the socket is corked at the
+   * first and uncorked once the turn's I/O callbacks have run (setImmediate),
+   * so they share one write system call. Replies made while pumpFrames runs
+   * are covered by its own cork.
+   */
+  private batch(): void {
+    if (this.pumping || this.batched || this.phase !== 'transmission') return;
+    this.batched = true;
+    this.stream.cork();
+    setImmediate(this.endBatch);
+  }
+
+  private readonly endBatch = (): void => {
+    this.batched = false;
+    this.stream.uncork();
+  };
 
   /**
    * Resolves when no request is being served and no option is being

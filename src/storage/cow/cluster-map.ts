@@ -95,6 +95,16 @@ export class ClusterMap {
     while (i <= last) this.set(i++, s);
   }
 
+  /** Clusters in state DATA among first..last (inclusive). */
+  dataIn(first: number, last: number): number {
+    let n = 0;
+    let i = first;
+    while (i <= last && (i & 3) !== 0) if (this.get(i++) === ClusterState.DATA) n++;
+    for (; i + 3 <= last; i += 4) n += DATA_IN_BYTE[this.bytes[i >> 2]!]!;
+    for (; i <= last; i++) if (this.get(i) === ClusterState.DATA) n++;
+    return n;
+  }
+
   /** Clusters in state DATA. */
   get dataClusters(): number {
     return this.data;

@@ -5,12 +5,19 @@
  */
 import { mkdir, open, rename, rm, rmdir, stat, type FileHandle } from 'node:fs/promises';
 import { fsyncDir, readFully, writevFully } from '../file-io.js';
+import { readFullySync, writevFullySync } from '../sync-io.js';
 
 export interface OverlayFile {
   /** Reads exactly `length` bytes into `buf` at `offset`; past the end of the file reads zeros. */
   read(buf: Buffer, offset: number, length: number, position: number): Promise<void>;
   /** Writes the buffers back to back from `position`. */
   writev(bufs: Buffer[], position: number): Promise<void>;
+  /**
+   * Optional synchronous forms of read and writev, for the overlay's fast
+   * paths (sync-io.ts); a file without them is always used asynchronously.
+   */
+  readSync?(buf: Buffer, offset: number, length: number, position: number): void;
+  writevSync?(bufs: Buffer[], position: number): void;
   /** Makes completed writes (and the size) durable. */
   datasync(): Promise<void>;
   truncate(length: number): Promise<void>;
@@ -39,6 +46,12 @@ class NodeFile implements OverlayFile {
   }
   writev(bufs: Buffer[], position: number): Promise<void> {
     return writevFully(this.fh, bufs, position);
+  }
+  readSync(buf: Buffer, offset: number, length: number, position: number): void {
+    readFullySync(this.fh.fd, buf, offset, length, position);
+  }
+  writevSync(bufs: Buffer[], position: number): void {
+    writevFullySync(this.fh.fd, bufs, position);
   }
   datasync(): Promise<void> {
     return this.fh.datasync();

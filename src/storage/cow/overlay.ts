@@ -140,6 +140,7 @@ import {
 } from './format.js';
 import { nodeFs, type OverlayFile, type OverlayFs } from './io.js';
 import { RangeLock } from './range-lock.js';
+import { DEFAULT_SYNC_IO, SyncIoGate, type SyncIoPolicy } from '../sync-io.js';
 
 /** Chosen by measurement; see the design note. */
 export const DEFAULT_CLUSTER_SIZE = 16 * 1024;
@@ -153,6 +154,14 @@ export interface CowOverlayOptions {
   logger?: Logger;
   /** The file system under the overlay; tests substitute a simulated disk. */
   fs?: OverlayFs;
+  /**
+   * Most bytes the overlay may hold in DATA clusters (allocatedBytes());
+   * absent: no limit. A request that would allocate beyond it fails with
+   * STORAGE_QUOTA_EXCEEDED (ENOSPC); setQuotaBytes() changes it later.
+   */
+  quotaBytes?: number;
+  /** When requests are served synchronously (tryReadSync, tryWriteSync); see sync-io.ts. */
+  syncIo?: Readonly<SyncIoPolicy>;
 }
 
 /** Directories open in this process (resolved paths). */
@@ -185,6 +194,14 @@ export class CowOverlay implements BlockDevice {
   /** Set when close() starts: new requests are refused from then on. */
   private closed = false;
   private closing: Promise<void> | null = null;
+  /** See setQuotaBytes(); undefined: no limit. */
+  private quota: number | undefined;
+  /** Clusters that writes in flight will turn into DATA (counted against the quota until they do). */
+  private reservedClusters = 0;
+  /** Times synchronous I/O on the data file; see sync-io.ts. */
+  private readonly gate: SyncIoGate;
+  /** Head and tail clusters of synchronous read-modify-writes (used within one call only). */
+  private scratch: Buffer | null = null;
 
   private constructor(
     readonly dir: string,
@@ -195,7 +212,11 @@ export class CowOverlay implements BlockDevice {
     private readonly mapFile: OverlayFile,
     private readonly fs: OverlayFs,
     private readonly logger: Logger,
+    quotaBytes: number | undefined,
+    syncIo: Readonly<SyncIoPolicy>,
   ) {
+    this.quota = quotaBytes;
+    this.gate = new SyncIoGate(syncIo);
     this.size = header.virtualSize;
     this.clusterSize = header.clusterSize;
     this.preferredBlockSize = header.clusterSize;
@@ -207,6 +228,7 @@ export class CowOverlay implements BlockDevice {
     const logger = options.logger ?? silentLogger;
     const base = options.base;
     const clusterSize = options.clusterSize ?? DEFAULT_CLUSTER_SIZE;
+    checkQuotaBytes(options.quotaBytes);
     if (!isValidClusterSize(clusterSize)) {
       throw storageError('STORAGE_BAD_CLUSTER_SIZE', `cluster size ${clusterSize} is not a power of two from 4 KiB to 1 MiB`);
     }
@@ -245,14 +267,14 @@ export class CowOverlay implements BlockDevice {
           logger.debug('overlay keeps its own cluster size', { dir, clusterSize: header.clusterSize, asked: clusterSize });
         }
         logger.debug('overlay opened', { dir, clusterSize: header.clusterSize, allocated: map.dataClusters * header.clusterSize });
-        return new CowOverlay(dir, base, header, map, dataFile, mapFile, fs, logger);
+        return new CowOverlay(dir, base, header, map, dataFile, mapFile, fs, logger, options.quotaBytes, options.syncIo ?? DEFAULT_SYNC_IO);
       }
       header = newHeader(base.size, clusterSize, base.identity, Date.now());
       const { dataFile, mapFile } = await create(fs, dir, header);
       files.push(dataFile, mapFile);
       map = new ClusterMap(header.clusters);
       logger.info('overlay created', { dir, size: header.virtualSize, clusterSize });
-      return new CowOverlay(dir, base, header, map, dataFile, mapFile, fs, logger);
+      return new CowOverlay(dir, base, header, map, dataFile, mapFile, fs, logger, options.quotaBytes, options.syncIo ?? DEFAULT_SYNC_IO);
     } catch (err) {
       for (const f of files) await f.close().catch(() => undefined);
       if (lockHeld) await releaseLockFile(dir);
@@ -287,6 +309,23 @@ export class CowOverlay implements BlockDevice {
     return this.map.dataClusters * this.clusterSize;
   }
 
+  /** The quota in bytes (see CowOverlayOptions.quotaBytes); undefined when there is none. */
+  get quotaBytes(): number | undefined {
+    return this.quota;
+  }
+
+  /**
+   * Changes the quota of an open overlay; undefined removes it. It applies
+   * to requests that allocate from now on: a quota below allocatedBytes()
+   * frees nothing, but refuses every new allocation until trims and zeroes
+   * bring the overlay under it. Writes into DATA clusters, reads, trims
+   * and zeroes that allocate nothing always work.
+   */
+  setQuotaBytes(bytes: number | undefined): void {
+    checkQuotaBytes(bytes);
+    this.quota = bytes;
+  }
+
   /** Bytes of memory the allocation map takes. */
   mapBytes(): number {
     return this.map.bytes.length;
@@ -302,12 +341,95 @@ export class CowOverlay implements BlockDevice {
     return this.track(this.readRuns(offset, length, out).then(() => out), 'read');
   }
 
+  /**
+   * read() done at once when it can be: zero runs are filled, DATA runs
+   * read from the data file on the event loop, BASE runs through the
+   * base's own tryReadSync. False (the caller uses read()) when the base
+   * has no fast path or either file's gate is closed (sync-io.ts).
+   */
+  tryReadSync(offset: number, length: number, into: Buffer): boolean {
+    this.check(offset, length);
+    if (into.length < length) {
+      throw storageError('STORAGE_INVALID_ARGUMENT', `read buffer of ${into.length} bytes is smaller than the ${length} asked for`);
+    }
+    const file = this.dataFile;
+    const gate = this.gate;
+    if (!file.readSync || !gate.allows(length)) return false;
+    const base = this.base;
+    const end = offset + length;
+    try {
+      for (let pos = offset; pos < end; ) {
+        const { state, runEnd } = this.runAt(pos, end);
+        const at = pos - offset;
+        const n = runEnd - pos;
+        if (state === ClusterState.BASE) {
+          if (!base.tryReadSync?.(pos, n, n === into.length ? into : into.subarray(at, at + n))) return false;
+        } else if (state === ClusterState.DATA) {
+          const started = gate.start();
+          file.readSync(into, at, n, pos);
+          gate.done(started, n);
+        } else {
+          into.fill(0, at, at + n);
+        }
+        pos = runEnd;
+      }
+    } catch (err) {
+      throw fromSystemError(err, `read on overlay ${this.dir}`);
+    }
+    return true;
+  }
+
   async write(offset: number, data: Buffer, options: WriteOptions = {}): Promise<void> {
     this.checkWritable(offset, data.length);
     await this.track((async () => {
       if (data.length > 0) await this.locked(offset, data.length, () => this.writeLocked(offset, data));
       if (options.fua) await this.flushShared();
     })(), 'write');
+  }
+
+  /**
+   * write() without FUA done at once when it can be: no request holds or
+   * waits for its clusters (so it is ordered as if it had taken the range
+   * lock), the base answers a read-modify-write at once, and the data
+   * file's gate is open. The clusters become DATA after the write, as in
+   * write() (R2). False, with nothing changed, otherwise.
+   */
+  tryWriteSync(offset: number, data: Buffer): boolean {
+    this.checkWritable(offset, data.length);
+    const length = data.length;
+    if (length === 0) return true;
+    const file = this.dataFile;
+    const gate = this.gate;
+    if (!file.writevSync || !gate.allows(length)) return false;
+    const C = this.clusterSize;
+    const plan = this.planWrite(offset, length);
+    if (!this.lock.isFree(plan.first, plan.last)) return false;
+    this.checkQuota(plan.newClusters, offset, length);
+    let head: Buffer | undefined;
+    let tail: Buffer | undefined;
+    try {
+      if (plan.headRmw || plan.tailRmw) {
+        const scratch = (this.scratch ??= Buffer.allocUnsafeSlow(2 * C));
+        if (plan.headRmw) {
+          head = scratch.subarray(0, this.clusterEnd(plan.first) - plan.first * C);
+          if (!this.fillClusterSync(plan.first, plan.headState, head)) return false;
+        }
+        if (plan.tailRmw) {
+          tail = scratch.subarray(C, C + this.clusterEnd(plan.last) - plan.last * C);
+          if (!this.fillClusterSync(plan.last, plan.tailState, tail)) return false;
+        }
+      }
+      const { bufs, at, bytes } = this.assembleWrite(offset, data, plan, head, tail);
+      const started = gate.start();
+      file.writevSync(bufs, at);
+      gate.done(started, bytes);
+    } catch (err) {
+      throw fromSystemError(err, `write on overlay ${this.dir}`);
+    }
+    // R2: the clusters become DATA only now that their bytes are in the file.
+    this.dataDirty = true;
+    this.map.setRange(plan.first, plan.last, ClusterState.DATA);
+    return true;
   }
 
   async zero(offset: number, length: number, options: ZeroOptions = {}): Promise<void> {
@@ -339,6 +461,34 @@ export class CowOverlay implements BlockDevice {
 
   async extents(offset: number, length: number): Promise<Extent[]> {
     this.check(offset, length);
+    const steps = this.extentSteps(offset, length);
+    let step = steps.next();
+    while (!step.done) step = steps.next(await this.base.extents(step.value[0], step.value[1]));
+    return step.value;
+  }
+
+  /** extents() at once, when the base answers its part at once (its tryExtentsSync). */
+  tryExtentsSync(offset: number, length: number): Extent[] | undefined {
+    this.check(offset, length);
+    const base = this.base;
+    if (!base.tryExtentsSync) return undefined;
+    const steps = this.extentSteps(offset, length);
+    let step = steps.next();
+    while (!step.done) {
+      const answer = base.tryExtentsSync(step.value[0], step.value[1]);
+      if (answer === undefined) return undefined;
+      step = steps.next(answer);
+    }
+    return step.value;
+  }
+
+  /**
+   * The extents of [offset, offset+length) from the map's runs. BASE runs
+   * are asked of the base: the generator yields [offset, length] and is
+   * resumed with the base's extents there, so extents() and
+   * tryExtentsSync() share it.
+   */
+  private *extentSteps(offset: number, length: number): Generator<[number, number], Extent[], Extent[]> {
     if (length === 0) return [];
     const out: Extent[] = [];
     const push = (e: Extent): void => {
@@ -352,7 +502,8 @@ export class CowOverlay implements BlockDevice {
       const { state, runEnd } = this.runAt(pos, end);
       if (state === ClusterState.BASE) {
         let covered = pos;
-        for (const e of await this.base.extents(pos, runEnd - pos)) {
+        const answer: Extent[] = yield [pos, runEnd - pos];
+        for (const e of answer) {
           const from = Math.max(e.offset, covered);
           const to = Math.min(e.offset + e.length, runEnd);
           if (from !== covered || to <= from) break;
@@ -472,47 +623,111 @@ export class CowOverlay implements BlockDevice {
     else buf.fill(0);
   }
 
-  private async writeLocked(offset: number, data: Buffer): Promise<void> {
+  /** fillCluster() done at once, or false when the base cannot answer at once. */
+  private fillClusterSync(c: number, state: ClusterState, buf: Buffer): boolean {
+    if (state !== ClusterState.BASE) {
+      buf.fill(0);
+      return true;
+    }
+    return this.base.tryReadSync?.(c * this.clusterSize, buf.length, buf) ?? false;
+  }
+
+  /**
+   * What a write of [offset, offset+length) does to the map: its clusters,
+   * whether the partly covered ones at its ends need a read-modify-write
+   * (R4: only when they are not DATA), and how many clusters it allocates.
+   */
+  private planWrite(offset: number, length: number): WritePlan {
     const C = this.clusterSize;
-    const end = offset + data.length;
+    const end = offset + length;
     const first = Math.floor(offset / C);
     const last = Math.floor((end - 1) / C);
-    const firstStart = first * C;
-    const lastStart = last * C;
     const lastEnd = this.clusterEnd(last);
-
     const headState = this.map.get(first);
-    const headRmw = headState !== ClusterState.DATA && (offset > firstStart || (first === last && end < lastEnd));
+    const headRmw = headState !== ClusterState.DATA && (offset > first * C || (first === last && end < lastEnd));
     const tailState = this.map.get(last);
     const tailRmw = last !== first && tailState !== ClusterState.DATA && end < lastEnd;
+    const newClusters = last - first + 1 - this.map.dataIn(first, last);
+    return { first, last, headState, headRmw, tailState, tailRmw, newClusters };
+  }
 
+  /**
+   * The buffers of one vectored write: the merged head cluster, the data
+   * between, the merged tail cluster (`head` and `tail` hold the clusters'
+   * current contents when the plan needs them).
+   */
+  private assembleWrite(offset: number, data: Buffer, plan: WritePlan, head: Buffer | undefined, tail: Buffer | undefined): { bufs: Buffer[]; at: number; bytes: number } {
+    const C = this.clusterSize;
     const bufs: Buffer[] = [];
-    let writeAt = offset;
+    let at = offset;
+    let bytes = 0;
     let dataFrom = 0;
     let dataTo = data.length;
-    if (headRmw) {
-      const head = Buffer.allocUnsafe(this.clusterEnd(first) - firstStart);
-      await this.fillCluster(first, headState, head);
+    if (head) {
+      const firstStart = plan.first * C;
       const n = Math.min(head.length - (offset - firstStart), data.length);
       data.copy(head, offset - firstStart, 0, n);
       bufs.push(head);
-      writeAt = firstStart;
+      bytes += head.length;
+      at = firstStart;
       dataFrom = n;
     }
-    let tail: Buffer | undefined;
-    if (tailRmw) {
-      tail = Buffer.allocUnsafe(lastEnd - lastStart);
-      await this.fillCluster(last, tailState, tail);
+    if (tail) {
+      const lastStart = plan.last * C;
       data.copy(tail, 0, lastStart - offset);
       dataTo = lastStart - offset;
     }
-    if (dataTo > dataFrom) bufs.push(dataFrom === 0 && dataTo === data.length ? data : data.subarray(dataFrom, dataTo));
-    if (tail) bufs.push(tail);
+    if (dataTo > dataFrom) {
+      bufs.push(dataFrom === 0 && dataTo === data.length ? data : data.subarray(dataFrom, dataTo));
+      bytes += dataTo - dataFrom;
+    }
+    if (tail) {
+      bufs.push(tail);
+      bytes += tail.length;
+    }
+    return { bufs, at, bytes };
+  }
 
-    await this.dataFile.writev(bufs, writeAt);
-    // R2: the clusters become DATA only now that their bytes are in the file.
-    this.dataDirty = true;
-    this.map.setRange(first, last, ClusterState.DATA);
+  /** Refuses a request that would take the overlay's DATA clusters past its quota. */
+  private checkQuota(newClusters: number, offset: number, length: number): void {
+    const quota = this.quota;
+    if (quota === undefined || newClusters <= 0) return;
+    const after = (this.map.dataClusters + this.reservedClusters + newClusters) * this.clusterSize;
+    if (after > quota) {
+      throw storageError(
+        'STORAGE_QUOTA_EXCEEDED',
+        `overlay ${this.dir}: ${offset}+${length} would allocate ${newClusters * this.clusterSize} bytes; ` +
+          `${this.allocatedBytes()} of the quota of ${quota} bytes are in use`,
+      );
+    }
+  }
+
+  private async writeLocked(offset: number, data: Buffer): Promise<void> {
+    const C = this.clusterSize;
+    const plan = this.planWrite(offset, data.length);
+    this.checkQuota(plan.newClusters, offset, data.length);
+    // Counted against the quota while the I/O runs, so that writes to
+    // other clusters running meanwhile cannot all pass the same check.
+    this.reservedClusters += plan.newClusters;
+    try {
+      let head: Buffer | undefined;
+      let tail: Buffer | undefined;
+      if (plan.headRmw) {
+        head = Buffer.allocUnsafe(this.clusterEnd(plan.first) - plan.first * C);
+        await this.fillCluster(plan.first, plan.headState, head);
+      }
+      if (plan.tailRmw) {
+        tail = Buffer.allocUnsafe(this.clusterEnd(plan.last) - plan.last * C);
+        await this.fillCluster(plan.last, plan.tailState, tail);
+      }
+      const { bufs, at } = this.assembleWrite(offset, data, plan, head, tail);
+      await this.dataFile.writev(bufs, at);
+      // R2: the clusters become DATA only now that their bytes are in the file.
+      this.dataDirty = true;
+      this.map.setRange(plan.first, plan.last, ClusterState.DATA);
+    } finally {
+      this.reservedClusters -= plan.newClusters;
+    }
   }
 
   private async zeroLocked(offset: number, length: number, options: ZeroOptions): Promise<void> {
@@ -547,7 +762,24 @@ export class CowOverlay implements BlockDevice {
     if (options.fast && plan.some((p) => p.how === 'rmw')) {
       throw storageError('STORAGE_FAST_ZERO_UNSUPPORTED', 'zeroing part of a cluster still on the base needs a read-modify-write');
     }
+    // Only a read-modify-write of a base cluster allocates (the edges that
+    // are DATA already are written in place); the whole clusters this
+    // request frees count in its favour, so zeroing never fails for space
+    // it gives back.
+    const allocates = plan.filter((p) => p.how === 'rmw').length;
+    const frees = first <= last ? this.map.dataIn(first, last) : 0;
+    this.checkQuota(allocates - frees, offset, length);
+    this.reservedClusters += allocates;
+    try {
+      await this.zeroEdges(plan);
+    } finally {
+      this.reservedClusters -= allocates;
+    }
+    if (first <= last) this.map.setRange(first, last, options.mayTrim ? ClusterState.HOLE : ClusterState.ZERO);
+  }
 
+  private async zeroEdges(plan: readonly { c: number; from: number; to: number; how: 'write' | 'rmw' }[]): Promise<void> {
+    const C = this.clusterSize;
     for (const p of plan) {
       if (p.how === 'write') {
         await this.writeZeros(p.from, p.to - p.from);
@@ -562,7 +794,6 @@ export class CowOverlay implements BlockDevice {
         this.map.set(p.c, ClusterState.DATA);
       }
     }
-    if (first <= last) this.map.setRange(first, last, options.mayTrim ? ClusterState.HOLE : ClusterState.ZERO);
   }
 
   private async writeZeros(at: number, length: number): Promise<void> {
@@ -649,6 +880,23 @@ export class CowOverlay implements BlockDevice {
   private checkWritable(offset: number, length: number): void {
     this.check(offset, length);
     if (this.failed) throw this.failed;
+  }
+}
+
+interface WritePlan {
+  first: number;
+  last: number;
+  headState: ClusterState;
+  headRmw: boolean;
+  tailState: ClusterState;
+  tailRmw: boolean;
+  /** Clusters in first..last that are not DATA yet. */
+  newClusters: number;
+}
+
+function checkQuotaBytes(bytes: number | undefined): void {
+  if (bytes !== undefined && (!Number.isSafeInteger(bytes) || bytes < 0)) {
+    throw storageError('STORAGE_INVALID_ARGUMENT', `quota ${String(bytes)} is not a non-negative whole number of bytes`);
   }
 }
 

@@ -43,6 +43,20 @@ export class RangeLock {
     });
   }
 
+  /**
+   * True when no request holds or waits for a range overlapping
+   * [first, last]: a request done at once, without awaiting anything,
+   * is then ordered exactly as if it had acquired and released the range.
+   */
+  isFree(first: number, last: number): boolean {
+    const q = this.queue;
+    for (let i = 0; i < q.length; i++) {
+      const o = q[i]!;
+      if (o.first <= last && first <= o.last) return false;
+    }
+    return true;
+  }
+
   /** Requests holding or waiting for a range (for tests and metrics). */
   get size(): number {
     return this.queue.length;
