@@ -4,7 +4,20 @@
  * (src/protocols/tftp/client.ts: it asks for windowsize, which no packaged
  * client here does together with blksize and timing). Run by hand:
  *
- *   npx tsc -p tsconfig.json && node dist/bench/tftp/bench.js [--repeat N] [--quick] [--json FILE]
+ *   npx tsc -p tsconfig.json && node dist/bench/tftp/bench.js [--repeat N] [--warmup N] [--quick] [--json FILE]
+ *       [--server NAME=PATH/serve.js ...] [--floor]
+ *
+ * `--server` adds another build of the diskless server (its compiled
+ * bench/tftp/serve.js), e.g. the one before a change, to the same run.
+ * `--floor` adds `node-floor` (floor.ts): the least a Node.js program does
+ * to serve TFTP, to tell the server's own cost from the runtime's.
+ *
+ * The machine is assumed shared and noisy, so: every server and the client
+ * are warmed up alike first (JIT, page cache); each job runs its repetitions
+ * round-robin over the servers, starting with a different server each time,
+ * so a change of background load falls on all of them; the table gives the
+ * median of the repetitions (the best is in the JSON), and the load average
+ * before and after.
  *
  * Each server runs in its own process on 127.0.0.1: the diskless server via
  * bench/tftp/serve.ts on a high port; tftpd-hpa by hand (`in.tftpd -L -s
@@ -19,9 +32,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tftpGet } from '../../src/protocols/tftp/client.js';
 
@@ -39,7 +52,7 @@ interface Job {
 interface Peer {
   name: string;
   port: number;
-  child: ChildProcess;
+  child: ChildProcess & { errText: () => string };
 }
 
 const args = process.argv.slice(2);
@@ -47,9 +60,20 @@ const flag = (name: string): string | undefined => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
+const flags = (name: string): string[] => args.flatMap((a, i) => (a === name && args[i + 1] !== undefined ? [args[i + 1]!] : []));
 const quick = args.includes('--quick');
-const repeat = Number(flag('--repeat') ?? (quick ? 1 : 3));
+const repeat = Number(flag('--repeat') ?? (quick ? 1 : 5));
+const warmup = Number(flag('--warmup') ?? (quick ? 1 : 3));
 const jsonOut = flag('--json');
+const extraServers = flags('--server').map((spec) => {
+  const eq = spec.indexOf('=');
+  if (eq <= 0) throw new Error(`--server wants NAME=PATH/serve.js, not ${spec}`);
+  const path = resolve(spec.slice(eq + 1));
+  if (!existsSync(path)) throw new Error(`--server ${spec}: ${path} does not exist`);
+  return { name: spec.slice(0, eq), serve: path };
+});
+if (args.includes('--floor')) extraServers.push({ name: 'node-floor', serve: join(dirname(fileURLToPath(import.meta.url)), 'floor.js') });
+if (!Number.isInteger(repeat) || repeat < 1 || !Number.isInteger(warmup) || warmup < 0) throw new Error('--repeat wants an integer >= 1, --warmup >= 0');
 
 const jobs: Job[] = [
   { name: '1 MiB, blksize 1468, windowsize 1', file: 'f1m.bin', blksize: 1468, windowsize: 1, concurrent: 1 },
@@ -94,22 +118,40 @@ async function waitReady(port: number, child: ChildProcess, name: string): Promi
   throw new Error(`${name} did not answer on ${HOST}:${port}`);
 }
 
-function start(cmd: string, argv: string[]): ChildProcess {
+function start(cmd: string, argv: string[]): ChildProcess & { errText: () => string } {
   const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   let errText = '';
-  child.stderr?.on('data', (d: Buffer) => (errText += d.toString()).slice(-2000));
+  child.stderr?.on('data', (d: Buffer) => {
+    errText = (errText + d.toString()).slice(-4000);
+  });
   child.on('exit', (code) => {
     if (code && code !== 0 && code !== null) process.stderr.write(`${cmd} exited ${code}: ${errText}\n`);
   });
-  return child;
+  return Object.assign(child, { errText: () => errText });
 }
 
-async function startDiskless(root: string): Promise<Peer> {
+/** SIGTERM, and the exit awaited (at most 5 s): a diskless server prints its stats as it exits. */
+function stop(peer: Peer): Promise<void> {
+  const { child } = peer;
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve();
+    }, 5000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+async function startDiskless(root: string, name = 'diskless', serve = join(dirname(fileURLToPath(import.meta.url)), 'serve.js')): Promise<Peer> {
   const port = await freeUdpPort();
-  const serve = join(dirname(fileURLToPath(import.meta.url)), 'serve.js');
   const child = start(process.execPath, [serve, root, String(port), HOST]);
-  await waitReady(port, child, 'diskless');
-  return { name: 'diskless', port, child };
+  await waitReady(port, child, name);
+  return { name, port, child };
 }
 
 async function startTftpdHpa(root: string): Promise<Peer | string> {
@@ -146,12 +188,15 @@ async function startDnsmasq(root: string): Promise<Peer | string> {
 }
 
 interface Measure {
+  /** Median of the repetitions. */
   mbps: number;
+  best: number;
+  runs: number[];
   windowsize: number;
-  seconds: number;
 }
 
-async function runJob(peer: Peer, job: Job, expected: Map<string, { size: number; sha: string }>): Promise<Measure> {
+/** One repetition of a job against one server: MiB/s over all its concurrent downloads. */
+async function runOnce(peer: Peer, job: Job, expected: Map<string, { size: number; sha: string }>): Promise<{ mbps: number; windowsize: number }> {
   const want = expected.get(job.file)!;
   const one = async (): Promise<number> => {
     const hash = createHash('sha256');
@@ -162,18 +207,19 @@ async function runJob(peer: Peer, job: Job, expected: Map<string, { size: number
     if (r.bytes !== want.size || hash.digest('hex') !== want.sha) throw new Error(`${peer.name}: ${job.file} arrived corrupted`);
     return r.windowsize;
   };
-  // One unmeasured download first: file in the page cache, code paths warm (JIT), for every server alike.
-  if (want.size <= 4 * MiB) await one();
-  let best: Measure | undefined;
-  for (let i = 0; i < repeat; i++) {
-    const t0 = performance.now();
-    const windows = await Promise.all(Array.from({ length: job.concurrent }, one));
-    const seconds = (performance.now() - t0) / 1000;
-    const mbps = (want.size * job.concurrent) / MiB / seconds;
-    if (!best || mbps > best.mbps) best = { mbps, windowsize: Math.min(...windows), seconds };
-  }
-  return best!;
+  const t0 = performance.now();
+  const windows = await Promise.all(Array.from({ length: job.concurrent }, one));
+  const seconds = (performance.now() - t0) / 1000;
+  return { mbps: (want.size * job.concurrent) / MiB / seconds, windowsize: Math.min(...windows) };
 }
+
+function median(values: number[]): number {
+  const v = [...values].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  return v.length % 2 === 1 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tftp-bench-'));
@@ -192,39 +238,76 @@ async function main(): Promise<void> {
   const stopAll = (): void => {
     for (const p of peers) if (p.child.exitCode === null) p.child.kill('SIGTERM');
   };
-  process.on('SIGINT', () => {
-    stopAll();
-    process.exit(130);
-  });
+  let stats: Record<string, unknown> = {};
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.on(signal, () => {
+      stopAll();
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(code);
+    });
+  }
   try {
     peers.push(await startDiskless(dir));
+    for (const extra of extraServers) peers.push(await startDiskless(dir, extra.name, extra.serve));
     for (const r of [await startTftpdHpa(dir), await startDnsmasq(dir)]) {
       if (typeof r === 'string') notes.push(r);
       else peers.push(r);
     }
+    const loadStart = load();
+    // Warm-up, unmeasured: JIT of the client and of the servers written in
+    // JavaScript, page cache, both window sizes; every server alike.
+    for (let i = 0; i < warmup; i++) {
+      for (const peer of peers) {
+        for (const job of jobs.filter((j) => j.file === 'f1m.bin' && j.concurrent === 1)) await runOnce(peer, job, expected);
+      }
+    }
     const results: Record<string, Record<string, Measure>> = {};
     for (const job of jobs) {
+      const runs = new Map<string, Array<{ mbps: number; windowsize: number }>>(peers.map((p) => [p.name, []]));
+      // Round-robin, each repetition led by the next server.
+      for (let i = 0; i < repeat; i++) {
+        for (let k = 0; k < peers.length; k++) {
+          const peer = peers[(i + k) % peers.length]!;
+          runs.get(peer.name)!.push(await runOnce(peer, job, expected));
+        }
+      }
       results[job.name] = {};
-      for (const peer of peers) results[job.name]![peer.name] = await runJob(peer, job, expected);
+      for (const [name, r] of runs) {
+        const mbps = r.map((x) => x.mbps);
+        results[job.name]![name] = { mbps: median(mbps), best: Math.max(...mbps), runs: mbps, windowsize: Math.min(...r.map((x) => x.windowsize)) };
+      }
     }
+    const loadEnd = load();
 
     const names = peers.map((p) => p.name);
+    const others = names.filter((n) => n !== 'diskless' && !extraServers.some((e) => e.name === n));
     const lines: string[] = [];
-    lines.push(`TFTP download, loopback, best of ${repeat}; MB/s = MiB/s of payload (window granted in brackets)`);
-    lines.push(['job'.padEnd(50), ...names.map((n) => n.padStart(16)), 'diskless / best peer'.padStart(22)].join(''));
+    lines.push(`TFTP download, loopback, median of ${repeat} (round-robin, after ${warmup} warm-up rounds); MB/s = MiB/s of payload (window granted in brackets)`);
+    lines.push(`load average ${loadStart} at start, ${loadEnd} at end`);
+    const ratioHeads = ['diskless', ...extraServers.map((e) => e.name)].map((n) => `${n} / best peer`.padStart(Math.max(22, n.length + 14)));
+    lines.push(['job'.padEnd(50), ...names.map((n) => n.padStart(16)), ...ratioHeads].join(''));
     for (const job of jobs) {
       const row = results[job.name]!;
-      const peerBest = Math.max(...names.filter((n) => n !== 'diskless').map((n) => row[n]!.mbps));
-      const ratio = Number.isFinite(peerBest) ? (row.diskless!.mbps / peerBest).toFixed(2) : 'n/a';
+      const peerBest = Math.max(...others.map((n) => row[n]!.mbps));
+      const ratios = ['diskless', ...extraServers.map((e) => e.name)].map((n, i) =>
+        (Number.isFinite(peerBest) ? (row[n]!.mbps / peerBest).toFixed(2) : 'n/a').padStart(ratioHeads[i]!.length));
       lines.push([
         job.name.padEnd(50),
         ...names.map((n) => `${row[n]!.mbps.toFixed(1)} [${row[n]!.windowsize}]`.padStart(16)),
-        ratio.padStart(22),
+        ...ratios,
       ].join(''));
     }
     for (const n of notes) lines.push(`note: ${n}`);
+    // What the diskless servers' transfers did (bench/tftp/serve.ts prints it as it exits).
+    await Promise.all(peers.map(stop));
+    for (const p of peers) {
+      const m = /^stats (.*)$/m.exec(p.child.errText());
+      if (!m) continue;
+      stats = { ...stats, [p.name]: JSON.parse(m[1]!) as unknown };
+      lines.push(`${p.name}: ${m[1]}`);
+    }
     process.stdout.write(lines.join('\n') + '\n');
-    if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ repeat, results, notes }, null, 2));
+    if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ repeat, warmup, loadavg: { start: loadStart, end: loadEnd }, results, notes, stats }, null, 2));
   } finally {
     stopAll();
     rmSync(dir, { recursive: true, force: true });

@@ -54,8 +54,9 @@ export interface BootServicesOptions {
   httpExtensions?: HttpServerOptions['extensions'];
   /**
    * Interfaces to send IPv6 router advertisements on (dnsmasq in RA-only
-   * mode, see src/boot/router-adverts.ts), so iPXE does not wait for IPv6.
-   * Each needs an IPv6 prefix. Not in the configuration schema yet.
+   * mode, see src/boot/router-adverts.ts), so iPXE does not wait for IPv6,
+   * beside the DHCP interfaces that `boot.routerAdvertisements: 'on'` adds.
+   * Each needs an IPv6 prefix.
    */
   routerAdvertisements?: readonly string[];
 }
@@ -201,7 +202,11 @@ export async function startBootServices(options: BootServicesOptions): Promise<B
       tftpServer = tftp;
     }
 
-    for (const name of options.routerAdvertisements ?? []) {
+    const advertised = [...new Set([
+      ...(config.boot.routerAdvertisements === 'on' ? config.dhcp.interfaces.map((i) => i.name) : []),
+      ...(options.routerAdvertisements ?? []),
+    ])];
+    for (const name of advertised) {
       const ra = new RouterAdvertiser({ interface: name, logger });
       closers.push({ name: `router-adverts:${name}`, close: () => ra.close() });
       await ra.start();
@@ -233,7 +238,7 @@ export async function startBootServices(options: BootServicesOptions): Promise<B
       dhcp: dhcp ? dhcp.interfaces.map((i) => `${i.name}/${i.mode}/${i.address}`) : 'off',
       ipxeDir,
       unknownClients: config.boot.unknownClients,
-      routerAdvertisements: options.routerAdvertisements ?? [],
+      routerAdvertisements: advertised,
     });
     return { http: httpAddress, tftp: tftpAddress, tftpServer, dhcp: dhcpServer, service, events, close };
   } catch (err) {

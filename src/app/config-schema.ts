@@ -325,6 +325,10 @@ export const CONFIG_SCHEMA = obj({
       default: 'snponly.efi',
     }),
     extraKernelArgs: str({ help: 'Appended to every client\'s kernel command line, e.g. `quiet`.', format: 'kernel-args', default: '', maxLength: 1024 }),
+    routerAdvertisements: oneOf(['off', 'on'], {
+      help: 'Send IPv6 router advertisements on every `dhcp.interfaces` interface, so iPXE does not wait about 16 s for an IPv6 router at every boot (docs/firmware-quirks.md). `on` runs dnsmasq (Debian: `dnsmasq-base`) in RA-only mode: no DHCP, no DNS, router lifetime 0, so no host takes this server as its router; it advertises the interface\'s own IPv6 prefix, which the interface must have (a unique-local address such as `fd00:10::1/64` will do). Off by default because on a shared LAN every host, not only the boot clients, would take addresses from that prefix, and where the LAN has an IPv6 router it already advertises (so iPXE does not wait) and a second advertiser would contradict it. Turn it on for a boot network of its own with no IPv6 router.',
+      default: 'off',
+    }),
   }, {
     help: 'What clients boot.',
     check(v: any, _raw: Record<string, unknown>, report: Report) {
@@ -334,6 +338,9 @@ export const CONFIG_SCHEMA = obj({
 }, {
   help: 'The diskless configuration file.',
   check(v: any, _raw: Record<string, unknown>, report: Report) {
+    if (v.boot.routerAdvertisements === 'on' && v.dhcp.interfaces.length === 0) {
+      report('boot.routerAdvertisements', 'is "on" but dhcp.interfaces is empty: advertisements are sent on the DHCP interfaces');
+    }
     // NBD and HTTP are both TCP: the same port on the same host cannot work.
     if (v.nbd.port !== 0 && v.nbd.port === v.http.port && (v.nbd.host === v.http.host || v.nbd.host === '0.0.0.0' || v.http.host === '0.0.0.0')) {
       report('http.port', `is also nbd.port (${v.nbd.port}); they must differ`);

@@ -15,6 +15,10 @@
  *     6.2.3 AdvDefaultLifetime): no client takes the server as its default
  *     router, they only learn the link has been configured.
  * It is restarted a bounded number of times if it dies.
+ *
+ * startBootServices (src/app/boot-services.ts) runs one on every DHCP
+ * interface when the configuration says `boot.routerAdvertisements: "on"`
+ * (off by default: see docs/firmware-quirks.md for why).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { silentLogger, type Logger } from '../lib/log.js';

@@ -119,6 +119,8 @@ export interface TransferSummary {
   options: Record<string, string>;
   blocksSent: number;
   retransmits: number;
+  /** Windows that waited on a file read (see TransferStats.readWaits); set once the transfer ran. */
+  readWaits?: number;
 }
 
 export interface TftpServerEvents {
@@ -135,6 +137,7 @@ export interface TftpServerEvents {
 export interface TftpServerStats {
   /** Read requests taken (a 'request' event each; duplicates of a running one are not): transfers started, refused ones included. */
   requests: number;
+  /** Transfers running: not yet served, aborted or failed (a file still closing is not counted). */
   active: number;
   served: number;
   aborted: number;
@@ -144,6 +147,11 @@ export interface TftpServerStats {
 }
 
 interface Active {
+  /**
+   * The outcome is known and counted; the file may still be closing, and
+   * the entry still counts against the limits until it is closed.
+   */
+  ended: boolean;
   request: Buffer;
   transfer: ReadTransfer | undefined;
   cancelled: TftpError | undefined;
@@ -224,7 +232,9 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
   }
 
   stats(): TftpServerStats {
-    return { ...this.counters, active: this.active.size };
+    let active = 0;
+    for (const a of this.active) if (!a.ended) active++;
+    return { ...this.counters, active };
   }
 
   // ------------------------------------------------------------ requests
@@ -276,7 +286,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       return;
     }
     // Reserved now, synchronously: the checks above hold while the file opens.
-    const entry: Active = { request: Buffer.from(msg), transfer: undefined, cancelled: undefined, servedAt: undefined };
+    const entry: Active = { ended: false, request: Buffer.from(msg), transfer: undefined, cancelled: undefined, servedAt: undefined };
     this.active.add(entry);
     this.byPeer.set(key, entry);
     this.perClient.set(from.address, fromClient + 1);
@@ -346,11 +356,14 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       log.debug('transfer started', { size: file.size, blksize: n.blksize, windowsize: n.windowsize, options: summary.options });
       transfer.start();
       const outcome = await transfer.done;
+      entry.ended = true;
       this.record(summary, transfer.stats, started);
       if (outcome.kind === 'served') {
         entry.servedAt = this.s.clock.now();
         this.counters.served++;
-        log.info('file served', { path: summary.path, bytes: summary.bytes, durationMs: Math.round(summary.durationMs), retransmits: summary.retransmits });
+        log.info('file served', {
+          path: summary.path, bytes: summary.bytes, durationMs: Math.round(summary.durationMs), retransmits: summary.retransmits, readWaits: summary.readWaits,
+        });
         this.notify('served', summary);
       } else if (outcome.kind === 'aborted') {
         this.counters.aborted++;
@@ -372,13 +385,8 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
       if (!this.closing) this.reply(error, peer);
       this.notify('failed', { ...summary, error });
     } finally {
-      if (file) {
-        try {
-          await file.close();
-        } catch (err) {
-          log.warn('closing the file failed', { err });
-        }
-      }
+      entry.ended = true;
+      if (file) await closeQuietly(file, log);
     }
   }
 
@@ -388,6 +396,7 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     summary.bytes = stats.bytes;
     summary.blocksSent = stats.blocksSent;
     summary.retransmits = stats.retransmits;
+    summary.readWaits = stats.readWaits;
     this.counters.bytes += stats.bytes;
   }
 
@@ -472,6 +481,15 @@ export class TftpServer extends EventEmitter<TftpServerEvents> {
     const wire = tftpErrorOf(err);
     if (!wire || !this.listener) return;
     this.listener.send([encodeError(wire.number, wire.message)], to.port, to.address);
+  }
+}
+
+/** Closes a provider's file; a failure is logged, not thrown (the transfer's outcome stands). */
+async function closeQuietly(file: TftpFile, log: Logger): Promise<void> {
+  try {
+    await file.close();
+  } catch (err) {
+    log.warn('closing the file failed', { err });
   }
 }
 

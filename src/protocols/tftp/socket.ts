@@ -4,6 +4,8 @@
  * network. `createUdpSocket` is the real one, over node:dgram.
  */
 import dgram from 'node:dgram';
+import { lookup as dnsLookup } from 'node:dns';
+import { isIP } from 'node:net';
 
 export interface SocketAddress {
   address: string;
@@ -44,12 +46,41 @@ export function udpSocketFactory(options: UdpSocketOptions = {}): SocketFactory 
 
 export const createUdpSocket: SocketFactory = udpSocketFactory();
 
+/**
+ * node:dgram resolves the address of every send, even a literal one, and
+ * dns.lookup answers a literal on the next tick: each datagram would wait
+ * for a tick queue turn and an async context switch. TFTP only ever sends
+ * to the literal address a packet came from, so a literal is answered at
+ * once and the send happens inside the call; names still go to dns.lookup.
+ * Each socket remembers its last literal: a transfer sends every packet to
+ * the same one, so most sends skip even the isIP() pattern match.
+ */
+function literalLookup(): NonNullable<dgram.SocketOptions['lookup']> {
+  let last = '';
+  let lastFamily = 0;
+  return (hostname, family, callback) => {
+    if (hostname === last) {
+      callback(null, hostname, lastFamily);
+      return;
+    }
+    // dgram passes the socket's family (4 or 6) here, which dns.lookup also takes.
+    const literal = isIP(hostname);
+    if (literal === 0) {
+      dnsLookup(hostname, family, callback);
+      return;
+    }
+    last = hostname;
+    lastFamily = literal;
+    callback(null, hostname, literal);
+  };
+}
+
 class DgramSocket implements UdpSocket {
   private readonly socket: dgram.Socket;
   private errorHandler: (err: Error) => void = () => {};
 
   constructor(family: SocketFamily, private readonly options: UdpSocketOptions) {
-    this.socket = dgram.createSocket({ type: family, ipv6Only: false });
+    this.socket = dgram.createSocket({ type: family, ipv6Only: false, lookup: literalLookup() });
     // Always listened to: an 'error' event without a listener would throw.
     this.socket.on('error', (err) => this.errorHandler(err));
   }
@@ -73,7 +104,8 @@ class DgramSocket implements UdpSocket {
 
   send(chunks: readonly Uint8Array[], port: number, address: string, done?: (err: Error | null) => void): void {
     try {
-      this.socket.send(chunks as Uint8Array[], port, address, done ? (err) => done(err ?? null) : undefined);
+      // `done` is passed as it is (no wrapper per packet): dgram calls it with (null, bytes) or (error).
+      this.socket.send(chunks as Uint8Array[], port, address, done as ((err: Error | null) => void) | undefined);
     } catch (err) {
       // Synchronous throws: socket closed, bad port. Reported like async errors.
       if (done) queueMicrotask(() => done(err as Error));

@@ -54,12 +54,15 @@ class FakeSocket implements UdpSocket {
 
 class ManualClock implements Clock {
   t = 0;
+  /** setTimeout calls so far. */
+  created = 0;
   private timers = new Map<number, { at: number; fn: () => void }>();
   private next = 1;
   now(): number {
     return this.t;
   }
   setTimeout(fn: () => void, ms: number): unknown {
+    this.created++;
     const id = this.next++;
     this.timers.set(id, { at: this.t + ms, fn });
     return id;
@@ -329,4 +332,77 @@ test('a read that never completes fails after readTimeoutMs', async () => {
   clock.advance(5000);
   const outcome = await transfer.done;
   assert.equal(outcome.kind === 'failed' && outcome.error.code, 'TFTP_READ_FAILED');
+});
+
+test('the first chunk is read during the OACK: ACK 0 is answered at once, and no block ever waits on a read', async () => {
+  const oack = [{ name: 'blksize', value: '512' }];
+  const { socket, transfer, file, data } = setup(512 * 40 + 7, { oack });
+  transfer.start();
+  assert.deepEqual(socket.take(), [{ opcode: OPCODES.OACK, options: oack }]);
+  await settle(); // the client's ACK 0 takes longer than the read
+  assert.equal(file.reads, 1);
+  const got: Buffer[] = [];
+  for (let block = 0; block <= 40; block++) {
+    socket.deliver(encodeAck(block));
+    // No await: the next DATA leaves inside the ACK's handler.
+    const sent = socket.take();
+    assert.equal(sent.length, 1, `ACK ${block} answered synchronously`);
+    const p = sent[0]!;
+    assert.ok(p.opcode === OPCODES.DATA && p.block === block + 1);
+    got.push(Buffer.from(p.data));
+    await settle(); // reads ahead run between ACKs, as they do between packets
+  }
+  socket.deliver(encodeAck(41));
+  assert.deepEqual(await transfer.done, { kind: 'served' });
+  assert.deepEqual(Buffer.concat(got), data);
+  assert.equal(transfer.stats.readWaits, 0);
+  assert.equal(file.bytesRead, data.length);
+});
+
+test('a file held in memory (TftpFile.contents) is sent from there and never read', async () => {
+  const data = pattern(512 * 9 + 100);
+  const file = { ...counting(bufferFile(data)), contents: data };
+  const { socket, transfer } = setup(0, { file, windowsize: 4, oack: [{ name: 'windowsize', value: '4' }] });
+  transfer.start();
+  socket.take();
+  socket.deliver(encodeAck(0));
+  assert.deepEqual(socket.takeData(), [1, 2, 3, 4], 'the window leaves at once');
+  socket.deliver(encodeAck(2)); // a gap: restart after 2
+  assert.deepEqual(socket.takeData(), [3, 4, 5, 6]);
+  socket.deliver(encodeAck(6));
+  socket.deliver(encodeAck(10));
+  const last = socket.take().filter((p) => p.opcode === OPCODES.DATA);
+  assert.deepEqual(last.map((p) => (p as { block: number }).block), [7, 8, 9, 10]);
+  assert.equal((last.at(-1) as { data: Buffer }).data.length, 100);
+  assert.deepEqual(await transfer.done, { kind: 'served' });
+  assert.equal(file.reads, 0);
+  assert.equal(transfer.stats.readWaits, 0);
+});
+
+test('one clock timer per transfer: ACKs move the deadline, the timeout still comes timeoutMs after the last send', async () => {
+  const data = pattern(512 * 300);
+  const { socket, transfer, clock } = setup(0, { file: bufferFile(data) });
+  transfer.start();
+  assert.deepEqual(socket.takeData(), [1]);
+  for (let b = 1; b < 250; b++) {
+    clock.advance(3);
+    socket.deliver(encodeAck(b));
+    assert.deepEqual(socket.takeData(), [b + 1]);
+  }
+  assert.ok(clock.created <= 2, `${clock.created} timers for 250 blocks`);
+  // Block 250 went out at t = 747: its timer expires at 1747, not at the 1000 the first timer was set for.
+  clock.advance(1746 - clock.t);
+  assert.deepEqual(socket.takeData(), []);
+  clock.advance(1);
+  assert.deepEqual(socket.takeData(), [250], 'resent once timeoutMs passed without an ACK');
+  clock.advance(999);
+  assert.deepEqual(socket.takeData(), []);
+  clock.advance(1);
+  assert.deepEqual(socket.takeData(), [250]);
+  socket.deliver(encodeAck(250));
+  assert.deepEqual(socket.takeData(), [251]);
+  assert.equal(transfer.stats.retransmits, 2);
+  assert.equal(transfer.stats.timeouts, 2);
+  transfer.abort(new (await import('./errors.js')).TftpError('TFTP_SHUTDOWN', 'bye'));
+  assert.equal((await transfer.done).kind, 'failed');
 });

@@ -4,13 +4,26 @@
  * `windowsize` blocks (RFC 7440; 1 is RFC 1350's lock-step).
  *
  * Design:
- * - Blocks live in a ring of about two windows plus twice readAheadBytes. The file is read a chunk at a
+ * - A file the provider holds in memory (TftpFile.contents) is sent from
+ *   there: nothing is read or copied.
+ * - Otherwise blocks live in a ring of about two windows plus twice readAheadBytes. The file is read a chunk at a
  *   time, straight into the ring, ahead of the window being sent, so the
- *   peer never waits on the disk in steady state. Retransmissions and
- *   window restarts send from the ring: each byte is read from the file
- *   once.
+ *   peer never waits on the disk in steady state. Reading starts with the
+ *   transfer, while the OACK waits for its ACK 0, so DATA 1 answers ACK 0
+ *   at once. Retransmissions and window restarts send from the ring: each
+ *   byte is read from the file once.
+ * - The path from an ACK to the next DATA is synchronous: no file read, no
+ *   timer created, no allocation beyond two buffer views. With windowsize 1
+ *   (lock-step) that path is the whole cost of a block.
  * - Each DATA packet is sent as [4-byte header, payload view]: no copy.
- *   No read rewrites the ring while a send from it is still queued.
+ *   No read rewrites the ring while a send from it is still queued. The
+ *   headers sit in 2 x windowsize slots: block b + 2w is only sent once a
+ *   block first sent after every send of block b is acknowledged, and a
+ *   socket sends in order, so no queued send still points at the slot.
+ * - One clock timer per transfer. An ACK only moves the retransmission
+ *   deadline; the timer, when it fires, compares the clock with the
+ *   deadline and sleeps again if the deadline moved. The read timeout
+ *   (readTimeoutMs) shares it.
  * - Block numbers are absolute internally and taken modulo 65536 on the
  *   wire, so a file of more than 65535 blocks rolls over to block 0 (the
  *   convention of tftp-hpa, atftp and iPXE). An ACK is matched by its
@@ -79,6 +92,12 @@ export interface TransferStats {
   retransmits: number;
   /** Timer expiries. */
   timeouts: number;
+  /**
+   * Times a block was due (its window open) before the file read bringing
+   * it had finished: the peer waited on the disk. The read-ahead keeps this
+   * at 0 once the first read is done.
+   */
+  readWaits: number;
 }
 
 export class ReadTransfer {
@@ -93,6 +112,7 @@ export class ReadTransfer {
   private readonly chunk: number;
   private readonly ring: Buffer;
   private readonly headers: Buffer;
+  private readonly headerSlots: number;
   /** Highest block acknowledged (absolute). */
   private acked = 0;
   /** Next block to send, and the last block of the current window. */
@@ -104,13 +124,23 @@ export class ReadTransfer {
   private lo = 1;
   private hi = 1;
   private reading = false;
+  /** The read in progress, for its timeout message. */
+  private readOffset = 0;
+  private readLength = 0;
   private inflight = 0;
+  /** Retransmission deadline (clock ms), Infinity when no window or OACK awaits its ACK. */
+  private deadline = Infinity;
+  /** Deadline of the read in progress, Infinity when none. */
+  private readDeadline = Infinity;
+  /** The transfer's one clock timer, and when it was set to fire. */
   private timer: unknown = undefined;
-  private readTimer: unknown = undefined;
+  private timerAt = Infinity;
+  /** Whether the window being sent already counted a read wait. */
+  private waited = false;
   private retries = 0;
   private settle!: (o: TransferOutcome) => void;
   readonly done: Promise<TransferOutcome>;
-  readonly stats: TransferStats = { blocksAcked: 0, bytes: 0, blocksSent: 0, retransmits: 0, timeouts: 0 };
+  readonly stats: TransferStats = { blocksAcked: 0, bytes: 0, blocksSent: 0, retransmits: 0, timeouts: 0, readWaits: 0 };
 
   constructor(private readonly p: TransferParams) {
     this.size = p.file.size;
@@ -124,9 +154,18 @@ export class ReadTransfer {
     // blocks: a small file pins only its size.
     const ahead = Math.max(1, Math.ceil(p.readAheadBytes / this.bs));
     this.chunk = Math.max(this.window, ahead);
-    this.capacity = Math.min(this.window + this.chunk + ahead, this.totalBlocks);
-    this.ring = Buffer.allocUnsafe(this.capacity === this.totalBlocks ? this.size : this.capacity * this.bs);
-    this.headers = Buffer.allocUnsafe(this.capacity * DATA_HEADER_SIZE);
+    const contents = p.file.contents;
+    if (contents !== undefined && contents.length === this.size) {
+      // The whole file is in memory already: it is the ring, full from the start.
+      this.capacity = this.totalBlocks;
+      this.ring = Buffer.from(contents.buffer, contents.byteOffset, contents.length);
+      this.hi = this.totalBlocks + 1;
+    } else {
+      this.capacity = Math.min(this.window + this.chunk + ahead, this.totalBlocks);
+      this.ring = Buffer.allocUnsafe(this.capacity === this.totalBlocks ? this.size : this.capacity * this.bs);
+    }
+    this.headerSlots = Math.min(this.capacity, 2 * this.window);
+    this.headers = Buffer.allocUnsafe(this.headerSlots * DATA_HEADER_SIZE);
     this.done = new Promise((resolve) => (this.settle = resolve));
     p.socket.onMessage((msg, from) => this.onMessage(msg, from));
     p.socket.onError((err) => this.p.log.debug('transfer socket error', { err }));
@@ -137,6 +176,8 @@ export class ReadTransfer {
     if (this.p.oack) {
       this.state = 'oack';
       this.sendOack();
+      // The first chunk is read while the client answers the OACK.
+      this.fill();
     } else {
       this.state = 'data';
       this.startWindow();
@@ -222,7 +263,13 @@ export class ReadTransfer {
   private pump(): void {
     if (this.state !== 'data') return;
     while (this.nextToSend <= this.windowEnd && this.nextToSend < this.hi) this.sendBlock(this.nextToSend++);
-    if (this.nextToSend > this.windowEnd && this.timer === undefined) this.armTimer();
+    if (this.nextToSend > this.windowEnd) {
+      this.waited = false;
+      if (this.deadline === Infinity) this.armTimer();
+    } else if (!this.waited) {
+      this.waited = true;
+      this.stats.readWaits++;
+    }
     this.fill();
   }
 
@@ -235,29 +282,32 @@ export class ReadTransfer {
   }
 
   private sendBlock(block: number): void {
-    const slot = this.slot(block);
-    const header = this.headers.subarray(slot * DATA_HEADER_SIZE, (slot + 1) * DATA_HEADER_SIZE);
+    const h = ((block - 1) % this.headerSlots) * DATA_HEADER_SIZE;
+    const header = this.headers.subarray(h, h + DATA_HEADER_SIZE);
     writeDataHeader(header, 0, block & 0xffff);
-    const start = slot * this.bs;
+    const start = this.slot(block) * this.bs;
     const data = this.ring.subarray(start, start + this.blockLength(block));
     this.stats.blocksSent++;
     if (block <= this.highestSent) this.stats.retransmits++;
     else this.highestSent = block;
     this.inflight++;
-    this.p.socket.send([header, data], this.p.peer.port, this.p.peer.address, (err) => {
-      this.inflight--;
-      // A failed send is a lost packet: the timer resends it.
-      if (err && this.state !== 'done') this.p.log.debug('send failed', { err, block });
-      if (this.inflight === 0) this.fill();
-    });
+    this.p.socket.send([header, data], this.p.peer.port, this.p.peer.address, this.onSent);
   }
+
+  /** Completion of a DATA send (one function for all of them: nothing allocated per packet). */
+  private readonly onSent = (err: Error | null): void => {
+    this.inflight--;
+    // A failed send is a lost packet: the timer resends it.
+    if (err && this.state !== 'done') this.p.log.debug('send failed', { err });
+    if (this.inflight === 0) this.fill();
+  };
 
   /**
    * Reads ahead into free ring slots, one read at a time: when a whole
    * chunk is free (or the window waits for data), so reads stay large.
    */
   private fill(): void {
-    if (this.state !== 'data' || this.reading || this.inflight > 0) return;
+    if ((this.state !== 'data' && this.state !== 'oack') || this.reading || this.inflight > 0) return;
     const free = this.capacity - (this.hi - this.lo);
     const remaining = this.totalBlocks + 1 - this.hi;
     if (remaining <= 0 || free <= 0) return;
@@ -274,16 +324,15 @@ export class ReadTransfer {
       return;
     }
     this.reading = true;
+    this.readOffset = offset;
+    this.readLength = length;
     const into = this.ring.subarray(slot * this.bs, slot * this.bs + length);
-    this.readTimer = this.p.clock.setTimeout(() => {
-      this.readTimer = undefined;
-      this.fail(new TftpError('TFTP_READ_FAILED', `reading ${length} bytes at ${offset} took over ${this.p.readTimeoutMs} ms`), true);
-    }, this.p.readTimeoutMs);
+    this.readDeadline = this.p.clock.now() + this.p.readTimeoutMs;
+    this.schedule();
     this.p.file.read(offset, length, into).then(
       (n) => {
         this.reading = false;
-        if (this.readTimer !== undefined) this.p.clock.clearTimeout(this.readTimer);
-        this.readTimer = undefined;
+        this.readDeadline = Infinity;
         if (this.state === 'done') return;
         if (n !== length) {
           this.fail(new TftpError('TFTP_READ_FAILED', `read ${n} bytes at ${offset} where ${length} were expected: the file changed`), true);
@@ -294,6 +343,7 @@ export class ReadTransfer {
       },
       (err: unknown) => {
         this.reading = false;
+        this.readDeadline = Infinity;
         if (this.state === 'done') return;
         this.fail(new TftpError('TFTP_READ_FAILED', `reading at ${offset}: ${(err as Error).message}`, { cause: err }), true);
       },
@@ -313,18 +363,47 @@ export class ReadTransfer {
 
   // -------------------------------------------------------------- timers
 
+  /** Starts the retransmission timer: timeoutMs from now. */
   private armTimer(): void {
-    this.clearTimer();
-    this.timer = this.p.clock.setTimeout(() => this.onTimeout(), this.p.timeoutMs);
+    this.deadline = this.p.clock.now() + this.p.timeoutMs;
+    this.schedule();
   }
 
+  /** Stops the retransmission timer; the clock timer, if set, lapses when it finds nothing due. */
   private clearTimer(): void {
-    if (this.timer !== undefined) this.p.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    this.deadline = Infinity;
   }
+
+  /**
+   * Makes sure the clock timer fires by the earlier deadline. A timer set
+   * to fire sooner is kept: it re-checks and sleeps again. So in steady
+   * state a transfer creates a timer per timeoutMs, not per packet.
+   */
+  private schedule(): void {
+    const at = Math.min(this.deadline, this.readDeadline);
+    if (at === Infinity || this.timerAt <= at) return;
+    if (this.timer !== undefined) this.p.clock.clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = this.p.clock.setTimeout(this.onTimer, Math.max(0, at - this.p.clock.now()));
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    if (this.state === 'done') return;
+    const now = this.p.clock.now();
+    if (now >= this.readDeadline) {
+      this.fail(new TftpError('TFTP_READ_FAILED', `reading ${this.readLength} bytes at ${this.readOffset} took over ${this.p.readTimeoutMs} ms`), true);
+      return;
+    }
+    if (now >= this.deadline) {
+      this.deadline = Infinity;
+      this.onTimeout();
+    }
+    this.schedule();
+  };
 
   private onTimeout(): void {
-    this.timer = undefined;
     if (this.state !== 'oack' && this.state !== 'data') return;
     this.stats.timeouts++;
     if (++this.retries > this.p.maxRetries) {
@@ -349,9 +428,11 @@ export class ReadTransfer {
   private finish(outcome: TransferOutcome): void {
     if (this.state === 'done') return;
     this.state = 'done';
-    this.clearTimer();
-    if (this.readTimer !== undefined) this.p.clock.clearTimeout(this.readTimer);
-    this.readTimer = undefined;
+    this.deadline = Infinity;
+    this.readDeadline = Infinity;
+    if (this.timer !== undefined) this.p.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
     // Closing drops sends still queued: only an error reply could be, and
     // it is sent before; UDP gives no delivery guarantee anyway.
     setImmediate(() => this.p.socket.close());
