@@ -510,6 +510,8 @@ describe('the dashboard in a browser', () => {
     await markPage();
     await waitForAttribute(page, '#connection', 'data-state', 'live');
     assert.equal(await page.locator(row(A)).getAttribute('data-state'), 'off', 'A was reset');
+    // No periodic re-read: while the stream is cut, nothing may bring the news.
+    await setPolling(false);
     // The connection drops, and reconnecting fails for a while.
     const stream = '**/api/v1/events/stream*';
     await page.route(stream, (r) => void r.abort('connectionrefused'));
@@ -524,6 +526,7 @@ describe('the dashboard in a browser', () => {
     } finally {
       await page.unroute(stream);
     }
+    await setPolling(true);
     // Once back, the page reads everything again.
     await waitForAttribute(page, '#connection', 'data-state', 'live', 45_000);
     await waitForAttribute(page, row(A), 'data-state', 'booting');
