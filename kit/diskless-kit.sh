@@ -622,6 +622,52 @@ EOF
 	put_link /etc/systemd/system/diskless-up.service /etc/systemd/system/multi-user.target.wants/diskless-up.service
 }
 
+# The NBD keeper (kit/diskless-nbd-keeper, embedded here by the server):
+# nbd-client connects the root over netlink, where -persist does nothing, so
+# without it a restart of the server fails the root's I/O at once. A
+# systemd-shutdown hook disconnects cleanly at power-off and reboot, so the
+# server releases the disk at once.
+kit_file_nbd_keeper() {
+	cat <<'DISKLESS_INCLUDE_EOF'
+@DISKLESS_INCLUDE:diskless-nbd-keeper@
+DISKLESS_INCLUDE_EOF
+}
+kit_file_nbd_keeper_unit() {
+	cat <<'DISKLESS_INCLUDE_EOF'
+@DISKLESS_INCLUDE:diskless-nbd-keeper.service@
+DISKLESS_INCLUDE_EOF
+}
+kit_file_nbd_disconnect() {
+	cat <<'DISKLESS_INCLUDE_EOF'
+@DISKLESS_INCLUDE:diskless-nbd-disconnect@
+DISKLESS_INCLUDE_EOF
+}
+
+write_keeper() {
+	STEP=nbd-keeper
+	kit_file_nbd_keeper > "$WORK/keeper" || die "cannot stage the NBD keeper"
+	case "$(head -n 1 "$WORK/keeper")" in
+	'@DISKLESS_INCLUDE:'*)
+		warn "this copy of the kit does not carry the NBD keeper (run it as the server serves it: curl -fsS http://SERVER/kit | sh -s -- prepare); the root will not survive a restart of the server"
+		return 0
+		;;
+	esac
+	if ! have perl; then
+		warn "perl is not installed: the NBD keeper cannot run, so the root will not survive a restart of the server"
+		return 0
+	fi
+	# systemd-shutdown reads /usr/lib/systemd/system-shutdown; before the /usr merge, /lib/systemd/system-shutdown.
+	shutdown_dir=/usr/lib/systemd/system-shutdown
+	[ ! -L /lib ] && [ -d /lib/systemd/system-shutdown ] && shutdown_dir=/lib/systemd/system-shutdown
+	# Staged in files, not piped: put_file must run in this shell (it counts changes).
+	kit_file_nbd_keeper_unit > "$WORK/keeper.service" && kit_file_nbd_disconnect > "$WORK/disconnect" ||
+		die "cannot stage the NBD keeper"
+	put_file /usr/local/sbin/diskless-nbd-keeper 755 < "$WORK/keeper"
+	put_file /etc/systemd/system/diskless-nbd-keeper.service 644 < "$WORK/keeper.service"
+	put_file "$shutdown_dir/diskless-nbd-disconnect" 755 < "$WORK/disconnect"
+	put_link /etc/systemd/system/diskless-nbd-keeper.service /etc/systemd/system/sysinit.target.wants/diskless-nbd-keeper.service
+}
+
 # verify_initramfs: every kernel's initramfs holds the NBD client, the nbd
 # module, and the NIC drivers that kernel has as modules. Prints what is
 # missing and returns 1 when anything is.
@@ -740,6 +786,7 @@ cmd_prepare() {
 	write_fstab
 	write_network
 	write_up_service
+	write_keeper
 	rebuild_initramfs
 	STEP=prepare
 	say "touched files (sha256):"
@@ -1013,7 +1060,16 @@ cmd_capture() {
 	sha256sum < "$WORK/whole" > "$WORK/whole.sum" &
 	WHOLE_PID=$!
 	exec 3> "$WORK/whole"
-	zero_full=$(dd if=/dev/zero bs="$CHUNK" count=1 2>/dev/null | sha_of)
+	dd if=/dev/zero of="$WORK/zero" bs="$CHUNK" count=1 2> /dev/null || die "cannot make a chunk of zeros in $WORK"
+	zero_full=$(sha_of "$WORK/zero")
+	# Free space is mostly zeros. `cmp -n N FILE /dev/zero SKIP 0` (GNU
+	# diffutils and busybox alike) finds a zero chunk straight on the disk:
+	# no copy into memory, no hash of its own, nothing to send.
+	CMP_ZERO=
+	printf 'x\000' > "$WORK/cmp.probe"
+	if have cmp && cmp -s -n 1 "$WORK/cmp.probe" /dev/zero 1 0 2> /dev/null && ! cmp -s -n 1 "$WORK/cmp.probe" /dev/zero 0 0 2> /dev/null; then
+		CMP_ZERO=1
+	fi
 	exec 4< "$WORK/have"
 	have_n=-1
 	have_sha=
@@ -1024,16 +1080,21 @@ cmd_capture() {
 	while [ $n -lt $COUNT ]; do
 		len=$CHUNK
 		[ $(( (n + 1) * CHUNK )) -le "$SIZE" ] || len=$(( SIZE - n * CHUNK ))
-		# Few processes per chunk (dd, sha256sum, cat, curl): the rest are shell builtins.
-		dd if="$DISK" of="$WORK/chunk" bs="$CHUNK" skip="$n" count=1 iflag=fullblock 2> "$WORK/dd.err" ||
-			die "reading chunk $n of $DISK failed: $(tail -n 1 "$WORK/dd.err")"
-		# dd's last line of statistics starts with the bytes copied.
-		got=
-		while IFS= read -r dd_line; do got=${dd_line%% *}; done < "$WORK/dd.err"
-		[ "$got" = "$len" ] || die "chunk $n of $DISK: read ${got:-no} bytes, not $len (did the disk change size?)"
-		sha=$(sha256sum < "$WORK/chunk")
-		sha=${sha%% *}
-		cat "$WORK/chunk" >&3 || die "hashing the whole disk failed"
+		if [ "$len" = "$CHUNK" ] && [ -n "$CMP_ZERO" ] && cmp -s -n "$CHUNK" "$DISK" /dev/zero $((n * CHUNK)) 0; then
+			sha=$zero_full
+			cat "$WORK/zero" >&3 || die "hashing the whole disk failed"
+		else
+			# Few processes per chunk (dd, sha256sum, cat, curl): the rest are shell builtins.
+			dd if="$DISK" of="$WORK/chunk" bs="$CHUNK" skip="$n" count=1 iflag=fullblock 2> "$WORK/dd.err" ||
+				die "reading chunk $n of $DISK failed: $(tail -n 1 "$WORK/dd.err")"
+			# dd's last line of statistics starts with the bytes copied.
+			got=
+			while IFS= read -r dd_line; do got=${dd_line%% *}; done < "$WORK/dd.err"
+			[ "$got" = "$len" ] || die "chunk $n of $DISK: read ${got:-no} bytes, not $len (did the disk change size?)"
+			sha=$(sha256sum < "$WORK/chunk")
+			sha=${sha%% *}
+			cat "$WORK/chunk" >&3 || die "hashing the whole disk failed"
+		fi
 		# The server's list is sorted: advance it to chunk n.
 		while [ "$have_n" -ge 0 ] && [ "$have_n" -lt "$n" ] || [ "$have_n" = -1 ]; do
 			if read -r have_n have_sha <&4; then

@@ -51,13 +51,14 @@ import {
   type InitramfsModulesMode,
 } from './client-kit.js';
 import { imagesError } from './errors.js';
+import { NBD_KEEPER_FILES, NBD_KEEPER_UNIT, readKitFile } from './kit-files.js';
 import { run } from './exec.js';
 import { copyDisk, fsyncPath } from './files.js';
 import { captureForNbd, listInitramfs, nbdSupport } from './initramfs.js';
 import { compareKernelVersions, inspectDisk, type DiskInspection } from './inspect.js';
 
 /** Bump when the build steps change what they produce: it is part of the cache key. */
-export const BUILD_SCRIPT_VERSION = 3;
+export const BUILD_SCRIPT_VERSION = 4;
 
 /** Packages every image gets (the client kit needs each of them). */
 export const BASE_PACKAGES = [
@@ -223,6 +224,8 @@ export function cacheKey(r: ResolvedBuild): string {
     autologin: r.autologin,
     modules: r.initramfsModules,
     extraModules: r.extraModules,
+    // The kit files written as they are (an edit to one makes a new disk).
+    kitFiles: createHash('sha256').update(NBD_KEEPER_FILES.map((f) => `${f.dest}\0${readKitFile(f.name)}`).join('\0')).digest('hex'),
   });
   return createHash('sha256').update(canonical).digest('hex').slice(0, 32);
 }
@@ -648,6 +651,8 @@ async function configureRoot(r: ResolvedBuild, p: BuildPaths, logger: Logger, si
   await writeInRoot(root, 'etc/systemd/system/diskless-net.service', DISKLESS_NET_UNIT);
   await writeInRoot(root, DISKLESS_UP_PATH, DISKLESS_UP_SCRIPT, 0o755);
   await writeInRoot(root, 'etc/systemd/system/diskless-up.service', DISKLESS_UP_UNIT);
+  // The root survives a restart of the server; the disk is released at power-off (kit-files.ts).
+  for (const f of NBD_KEEPER_FILES) await writeInRoot(root, f.dest.replace(/^\//, ''), readKitFile(f.name), f.mode);
 
   if (r.autologin) {
     await writeInRoot(root, 'etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf', AUTOLOGIN_DROPIN);
@@ -655,7 +660,7 @@ async function configureRoot(r: ResolvedBuild, p: BuildPaths, logger: Logger, si
   const chroot = (argv: string[], check = true): Promise<string> => inChroot(root, argv, { logger, signal, check });
   // Locked root password; with autologin, agetty logs root in without one.
   await chroot(['passwd', '-l', 'root']);
-  await chroot(['systemctl', 'enable', 'diskless-net.service', 'diskless-up.service']);
+  await chroot(['systemctl', 'enable', 'diskless-net.service', 'diskless-up.service', NBD_KEEPER_UNIT]);
   // One at a time: systemctl stops at a unit the image does not have.
   for (const unit of [...DISABLED_UNITS, ...NETWORK_MANAGER_UNITS]) await chroot(['systemctl', 'disable', unit], false);
 

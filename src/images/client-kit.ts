@@ -6,7 +6,8 @@
  *
  * Why each piece is there:
  * - initramfs modules: nbd, ext4 (MODULES=list adds nothing by itself), the
- *   NICs of common PCs and of QEMU, and a USB keyboard for the rescue shell;
+ *   NICs of common PCs and of QEMU, the disk controllers of VMs and PCs (so
+ *   the image boots from a local disk too), and a USB keyboard for the rescue shell;
  *   nbd-client's own hook adds every network driver anyway (auto_add_modules net);
  * - fstab by UUID, pass 0: the root is mounted read-write by the initramfs
  *   (`rw` on the command line) and checking it would read it over the network
@@ -34,6 +35,13 @@ export const KIT_INITRAMFS_MODULES = [
   'r8169',
   'virtio_pci',
   'virtio_net',
+  // a local disk (virtio, SATA, NVMe): the same image also boots from a disk of
+  // its own, as a VM's disk or a PC's, e.g. the machine a seed image is captured from
+  'virtio_blk',
+  'virtio_scsi',
+  'sd_mod',
+  'ahci',
+  'nvme',
   // a USB keyboard in the initramfs rescue shell
   'xhci_pci',
   'ehci_pci',

@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   IMAGES_BUILD_BUSY: 'another build with the same inputs is running (its lock file names its process)',
   IMAGES_BUILD_FAILED: 'a step of the image build failed; the message names the step',
   IMAGES_ABORTED: 'the operation was cancelled; nothing half-made was left behind',
+  IMAGES_KIT_MISSING: 'a file of the client kit (the kit/ folder of the installation) is missing or unreadable',
 } as const;
 
 export type ImagesErrorCode = keyof typeof ERROR_CODES;

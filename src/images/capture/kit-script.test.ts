@@ -4,7 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { defaultKitPath, isSafeServerUrl, KIT_PLACEHOLDER, loadKitTemplate, renderKit } from './kit-script.js';
+import { NBD_KEEPER_FILES, readKitFile } from '../kit-files.js';
+import { defaultKitPath, INCLUDE_TERMINATOR, isSafeServerUrl, KIT_PLACEHOLDER, loadKitTemplate, renderKit } from './kit-script.js';
 
 test('the kit holds its placeholder once and renders with the server URL in place', async () => {
   const template = await loadKitTemplate();
@@ -58,4 +59,31 @@ test('the kit parses as POSIX sh and answers help and bad usage', () => {
   const noServer = spawnSync('sh', [path, 'capture', '--disk', '/dev/null'], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
   assert.equal(noServer.status, 1);
   assert.match(noServer.stderr, /no server URL/);
+});
+
+test('the served kit carries the kit files it installs, byte for byte, and refuses one its here-document cannot hold', async () => {
+  const kit = await loadKitTemplate();
+  assert.doesNotMatch(kit, /^@DISKLESS_INCLUDE:/m, 'every include is resolved');
+  for (const f of NBD_KEEPER_FILES) {
+    const body = readKitFile(f.name).replace(/\n$/, '');
+    assert.ok(kit.includes(`<<'${INCLUDE_TERMINATOR}'\n${body}\n${INCLUDE_TERMINATOR}\n`), `${f.name} is embedded as it is`);
+  }
+  // The embedded keeper, cut out of the rendered kit as prepare writes it, is the file itself.
+  const dir = mkdtempSync(join(tmpdir(), 'dl-kit-'));
+  try {
+    const rendered = renderKit(kit, 'http://10.77.0.1:8080');
+    const start = rendered.indexOf('kit_file_nbd_keeper() {\n');
+    const endMark = `\n${INCLUDE_TERMINATOR}\n}\n`;
+    const fn = rendered.slice(start, rendered.indexOf(endMark, start) + endMark.length);
+    const out = spawnSync('sh', ['-c', `${fn}kit_file_nbd_keeper`], { encoding: 'utf8' });
+    assert.equal(out.status, 0, out.stderr);
+    assert.equal(out.stdout, readKitFile('diskless-nbd-keeper'));
+    writeFileSync(join(dir, 'diskless-kit.sh'), `#!/bin/sh\nX='${KIT_PLACEHOLDER}'\ncat <<'${INCLUDE_TERMINATOR}'\n@DISKLESS_INCLUDE:evil@\n${INCLUDE_TERMINATOR}\n`);
+    writeFileSync(join(dir, 'evil'), `echo one\n${INCLUDE_TERMINATOR}\nrm -rf /\n`);
+    await assert.rejects(loadKitTemplate(join(dir, 'diskless-kit.sh')), /cannot carry/);
+    writeFileSync(join(dir, 'evil'), 'fine\n');
+    assert.match(await loadKitTemplate(join(dir, 'diskless-kit.sh')), /\nfine\n/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
