@@ -24,11 +24,11 @@ import { join } from 'node:path';
 import { Store, type BootEventRecord } from '../../src/state/store.js';
 import { createLab, readLog } from '../helpers/lab.js';
 import { requirePeers, requireRoot } from '../helpers/peers.js';
-import { buildTestImage, E2E_LIMITS, macFor, prepareCatalogue, startFullServerInLab, startShellVm, type ShellVm } from './helpers/e2e.js';
+import { DISKLESS_UP_LINE, serverTimeline, untilRecorded } from '../helpers/lab-boot.js';
+import { assertBootTimeline, buildTestImage, E2E_LIMITS, macFor, prepareCatalogue, startFullServerInLab, startShellVm, type ShellVm } from './helpers/e2e.js';
 
 const IMAGE = 'debian12';
 const PEERS = ['ip', 'qemu-system-x86_64', 'debootstrap', 'sfdisk', 'mkfs.ext4'] as const;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 let imageDir: string | null = null;
 let imagePromise: Promise<string> | null = null;
@@ -48,54 +48,12 @@ function ready(t: TestContext): boolean {
   return requireRoot(t) && requirePeers(t, ...PEERS);
 }
 
-/** Waits until the server has recorded `step` for the client's latest boot. */
-async function untilRecorded(store: Store, mac: string, step: string, timeoutMs: number): Promise<BootEventRecord[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const events = store.events.list({ mac });
-    const bootId = events.filter((e) => e.step === 'script' && e.bootId !== null).at(-1)?.bootId;
-    if (bootId && events.some((e) => e.step === step && e.bootId === bootId)) return events;
-    if (Date.now() > deadline) throw new Error(`${mac}: no ${step} recorded; events: ${events.map((e) => e.step).join(' ')}`);
-    await sleep(500);
-  }
-}
-
-/** Seconds from power-on of the first event of each step (the boot's own, for per-boot steps). */
-function timeline(vm: ShellVm, events: BootEventRecord[]): Record<string, number> {
-  const bootId = events.filter((e) => e.step === 'script' && e.bootId !== null).at(-1)!.bootId;
-  const out: Record<string, number> = {};
-  for (const e of events) {
-    if (e.bootId !== null && e.bootId !== bootId) continue;
-    out[e.step] ??= Math.round((e.timeMs - vm.startedAt) / 100) / 10;
-  }
-  return out;
-}
-
 /** Boots a VM until DISKLESS-UP and the server has the os-up report; returns the root device and the timeline. */
 async function bootToUp(store: Store, vm: ShellVm): Promise<{ root: string; upAt: number; events: BootEventRecord[]; times: Record<string, number> }> {
-  const m = await vm.waitForSerial(/DISKLESS-UP (\S+)/, E2E_LIMITS.bootMs);
+  const m = await vm.waitForSerial(DISKLESS_UP_LINE, E2E_LIMITS.bootMs);
   const upAt = Math.round((Date.now() - vm.startedAt) / 100) / 10;
-  const events = await untilRecorded(store, vm.mac, 'os-up', E2E_LIMITS.reportMs);
-  return { root: m[1]!, upAt, events, times: timeline(vm, events) };
-}
-
-function assertTimeline(vm: ShellVm, events: BootEventRecord[]): void {
-  const bootId = events.filter((e) => e.step === 'script' && e.bootId !== null).at(-1)!.bootId!;
-  const first = (step: string, sameBoot: boolean): BootEventRecord => {
-    const e = events.find((x) => x.step === step && (!sameBoot || x.bootId === bootId));
-    assert.ok(e, `${vm.name}: ${step} recorded (have ${events.map((x) => x.step).join(' ')})`);
-    assert.ok(Number.isFinite(e.timeMs) && e.timeMs >= vm.startedAt - 1000, `${vm.name}: ${step} has a time after power-on`);
-    return e;
-  };
-  const order = [first('dhcp-discover', false), first('dhcp-ack', false), first('script', true), first('kernel', true), first('initrd', true), first('nbd-connect', true), first('os-up', true)];
-  for (let i = 1; i < order.length; i += 1) {
-    assert.ok(order[i]!.timeMs >= order[i - 1]!.timeMs, `${vm.name}: ${order[i - 1]!.step} before ${order[i]!.step}`);
-  }
-  const ack = events.filter((e) => e.step === 'dhcp-ack').at(-1)!;
-  const nbd = order[5]!;
-  assert.equal(nbd.detail?.image, IMAGE);
-  // The kernel's NBD connection comes from the address our DHCP gave iPXE (the initramfs reuses it).
-  assert.equal(nbd.detail?.address, ack.detail?.address, `${vm.name}: NBD from the leased address`);
+  const events = await untilRecorded(store, vm.mac, 'os-up', E2E_LIMITS.reportMs, vm.startedAt);
+  return { root: m[1]!, upAt, events, times: serverTimeline(events, vm.startedAt) };
 }
 
 describe('end to end: disk-less clients boot Debian over our DHCP, HTTP and NBD', () => {
@@ -118,7 +76,7 @@ describe('end to end: disk-less clients boot Debian over our DHCP, HTTP and NBD'
     const up = await bootToUp(store, vm);
     t.diagnostic(`${vm.firmware} (${vm.accel}): ${Object.entries(up.times).map(([k, v]) => `${k} +${v}s`).join(', ')}; DISKLESS-UP on the console +${up.upAt}s`);
     assert.match(up.root, /^\/dev\/nbd0(p\d+)?$/, 'the root is the NBD device');
-    assertTimeline(vm, up.events);
+    assertBootTimeline(vm, up.events, IMAGE, vm.startedAt);
 
     const kernel = up.events.find((e) => e.step === 'kernel')!;
     const initrd = up.events.find((e) => e.step === 'initrd')!;
@@ -152,7 +110,7 @@ describe('end to end: disk-less clients boot Debian over our DHCP, HTTP and NBD'
     vms.forEach((vm, i) => {
       t.diagnostic(`${vm.firmware} (${vm.accel}, two at once): ${Object.entries(ups[i]!.times).map(([k, v]) => `${k} +${v}s`).join(', ')}; DISKLESS-UP +${ups[i]!.upAt}s`);
       assert.match(ups[i]!.root, /^\/dev\/nbd0(p\d+)?$/);
-      assertTimeline(vm, ups[i]!.events);
+      assertBootTimeline(vm, ups[i]!.events, IMAGE, vm.startedAt);
     });
 
     // The console is root's shell (autologin): wait for its prompt.

@@ -70,12 +70,13 @@ export function labServerConfig(lab: Pick<Lab, 'serverAddress' | 'bridge' | 'sub
 /**
  * Our whole server in the lab from a configuration (written to
  * `<lab.dir>/diskless.json`, read and validated as the product reads it).
- * Resolves once every service listens; its log is `<lab.dir>/server.log`.
+ * Resolves once every service listens; its log is `<lab.dir>/<logName>`.
  */
-export async function startServerInLab(lab: Lab, config: Record<string, unknown>): Promise<LabChild> {
+export async function startServerInLab(lab: Lab, config: Record<string, unknown>, logName = 'server.log'): Promise<LabChild> {
   const file = join(lab.dir, 'diskless.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
-  const child = lab.spawn(process.execPath, ['--enable-source-maps', SERVER_SCRIPT, '--serve', file], { logFile: join(lab.dir, 'server.log') });
+  // A log of its own per start (lab.spawn appends): an earlier start's ready line must not count.
+  const child = lab.spawn(process.execPath, ['--enable-source-maps', SERVER_SCRIPT, '--serve', file], { logFile: join(lab.dir, logName) });
   await waitForLog(child.logFile, new RegExp(DEMO_SERVER_READY), { timeoutMs: LAB_BOOT_LIMITS.serverReadyMs, process: child });
   return child;
 }

@@ -8,6 +8,7 @@
  * the console is a QEMU socket chardev with a logfile: the log is what
  * waitForLog() reads, the socket is where commands are typed.
  */
+import assert from 'node:assert/strict';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -15,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { Catalogue } from '../../../src/app/catalogue.js';
 import { addBootableVersion, DEMO_SERVER_READY } from '../../../src/app/demo.js';
 import { buildDebianImage, type BuildResult } from '../../../src/images/build-debian.js';
-import type { ImageVersionRecord } from '../../../src/state/store.js';
+import type { BootEventRecord, ImageVersionRecord } from '../../../src/state/store.js';
+import { latestBootId } from '../../helpers/lab-boot.js';
 import { LAB_LIMITS, LabError, readLog, waitForLog, type Lab, type LabChild } from '../../helpers/lab.js';
 import { buildQemuArgs, FIRMWARE_FILES, missingFirmwareFiles, QEMU_BINARY, resolveAccel, type Accel, type FirmwareKind } from '../../helpers/lab-qemu.js';
 
@@ -106,13 +108,25 @@ export interface ShellVm {
    * of the typed line never matches it.
    */
   shell(command: string, timeoutMs?: number): Promise<string>;
+  /** Types a line on the console and returns at once (for reboot, poweroff: nothing comes back). */
+  type(line: string): Promise<void>;
   stop(): Promise<void>;
 }
 
 let vmCounter = 0;
 
 /** A disk-less QEMU client on a new tap of the lab, console logged and writable. */
-export async function startShellVm(lab: Lab, o: { firmware: FirmwareKind; mac: string; memory?: number }): Promise<ShellVm> {
+export interface ShellVmOptions {
+  firmware: FirmwareKind;
+  mac: string;
+  memory?: number;
+  /** A guest reboot restarts the machine (default: QEMU exits, as a power-off does). */
+  reboot?: boolean;
+  /** More QEMU arguments (a local disk, a kernel to boot directly). */
+  extraArgs?: readonly string[];
+}
+
+export async function startShellVm(lab: Lab, o: ShellVmOptions): Promise<ShellVm> {
   const missing = missingFirmwareFiles(o.firmware);
   if (missing.length > 0) throw new LabError('LAB_MISSING_FILE', `${o.firmware} needs ${missing.join(', ')}`);
   vmCounter += 1;
@@ -128,8 +142,8 @@ export async function startShellVm(lab: Lab, o: { firmware: FirmwareKind; mac: s
   const accel = await resolveAccel();
   const base = buildQemuArgs({
     name: `${lab.netns}-${name}`, firmware: o.firmware, accel, mac: o.mac, memory: o.memory ?? GUEST_MEMORY_MIB,
-    nic: 'virtio-net-pci', tap, serialLog, pcap: null, varsFile, uuid: null, extraArgs: [],
-  });
+    nic: 'virtio-net-pci', tap, serialLog, pcap: null, varsFile, uuid: null, extraArgs: o.extraArgs ?? [],
+  }).filter((a) => !(o.reboot && a === '-no-reboot'));
   // The file console becomes a socket console with the same file as its log.
   const i = base.indexOf(`file:${serialLog}`);
   if (i < 1 || base[i - 1] !== '-serial') throw new Error('unexpected QEMU command line: no file serial console');
@@ -177,9 +191,39 @@ export async function startShellVm(lab: Lab, o: { firmware: FirmwareKind; mac: s
       const nl = text.indexOf('\n');
       return nl >= 0 ? text.slice(nl + 1) : '';
     },
+    async type(line) {
+      const s = await openSocket();
+      s.write(`${line}\r`);
+    },
     async stop() {
       socket?.destroy();
       await lab.stop(child);
     },
   };
+}
+
+/**
+ * The server recorded every step of one boot, from DHCP to the OS-up report,
+ * in order and after power-on (`since`: ms since the epoch, the power-on or
+ * the reboot; `events` start there), the NBD connection coming from the
+ * address our DHCP leased and opening `image`.
+ */
+export function assertBootTimeline(vm: Pick<ShellVm, 'name'>, events: readonly BootEventRecord[], image: string, since: number): void {
+  const bootId = latestBootId(events);
+  assert.ok(bootId, `${vm.name}: a boot script was fetched`);
+  const first = (step: string, sameBoot: boolean): BootEventRecord => {
+    const e = events.find((x) => x.step === step && x.timeMs >= since - 1000 && (!sameBoot || x.bootId === bootId));
+    assert.ok(e, `${vm.name}: ${step} recorded (have ${events.map((x) => x.step).join(' ')})`);
+    assert.ok(Number.isFinite(e.timeMs), `${vm.name}: ${step} has a time`);
+    return e;
+  };
+  const order = [first('dhcp-discover', false), first('dhcp-ack', false), first('script', true), first('kernel', true), first('initrd', true), first('nbd-connect', true), first('os-up', true)];
+  for (let i = 1; i < order.length; i += 1) {
+    assert.ok(order[i]!.timeMs >= order[i - 1]!.timeMs, `${vm.name}: ${order[i - 1]!.step} before ${order[i]!.step}`);
+  }
+  const ack = events.filter((e) => e.step === 'dhcp-ack').at(-1)!;
+  const nbd = order[5]!;
+  assert.equal(nbd.detail?.image, image);
+  // The kernel's NBD connection comes from the address our DHCP gave iPXE (the initramfs reuses it).
+  assert.equal(nbd.detail?.address, ack.detail?.address, `${vm.name}: NBD from the leased address`);
 }
