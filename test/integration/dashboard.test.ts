@@ -519,9 +519,20 @@ describe('the dashboard in a browser', () => {
       httpApp!.server.closeAllConnections();
       await waitForAttribute(page, '#connection', 'data-state', 'retrying');
       await waitForText(page, '#connection', /disconnected \(.+\); retrying in \d+ s/);
+      // A re-read the page had scheduled before the cut (an event just before
+      // it) may still run: wait until the page has stopped reading.
+      const reads = (): Promise<number> => page.evaluate(() => Number(document.querySelector('main')?.dataset.refreshed ?? 0));
+      let before = await reads();
+      for (;;) {
+        await sleep(1000);
+        const now = await reads();
+        if (now === before) break;
+        before = now;
+      }
       // Meanwhile A boots; the page cannot hear of it.
       await fetchScript(A);
       await sleep(1500);
+      assert.equal(await reads(), before, 'the page read nothing while the stream was cut');
       assert.equal(await page.locator(row(A)).getAttribute('data-state'), 'off');
     } finally {
       await page.unroute(stream);
