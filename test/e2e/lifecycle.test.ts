@@ -26,14 +26,14 @@
  */
 import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Catalogue } from '../../src/app/catalogue.js';
 import { Store } from '../../src/state/store.js';
 import { createLab, type Lab, type LabChild } from '../helpers/lab.js';
 import { DISKLESS_UP_LINE, LAB_HTTP_PORT, labServerConfig, NBD_ROOT_SOURCE, serverTimeline, startRouterAdverts, startServerInLab, untilRecorded } from '../helpers/lab-boot.js';
 import { requirePeers, requireRoot } from '../helpers/peers.js';
-import { assertBootTimeline, buildTestImage, E2E_LIMITS, macFor, startShellVm, type ShellVm } from './helpers/e2e.js';
+import { assertBootTimeline, buildTestImage, E2E_LIMITS, macFor, startShellVm, withEvidence, type ShellVm } from './helpers/e2e.js';
 
 const IMAGE = 'debian12';
 const PEERS = ['ip', 'qemu-system-x86_64', 'dnsmasq', 'curl', 'debootstrap', 'sfdisk', 'mkfs.ext4'] as const;
@@ -57,6 +57,8 @@ interface World {
 let world: World | null = null;
 let workDir: string | null = null;
 let serverStarts = 0;
+/** The lab's folder, known before the world is whole (step 1 fills it). */
+let labDir: string | null = null;
 
 function ready(t: TestContext): boolean {
   return requireRoot(t) && requirePeers(t, ...PEERS);
@@ -66,6 +68,19 @@ function ready(t: TestContext): boolean {
 function w(): World {
   if (!world) throw new Error('an earlier step failed: no lab to go on with');
   return world;
+}
+
+/** The logs a failed step reports: every guest's console and the running server's log. */
+function evidence(): string[] {
+  const dir = world?.lab.dir ?? labDir;
+  if (!dir) return [];
+  let files: string[];
+  try {
+    files = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return [...files.filter((f) => f.endsWith('.serial')).map((f) => join(dir, f)), join(dir, `server-${serverStarts}.log`)];
 }
 
 async function startServer(lab: Lab, config: Record<string, unknown>): Promise<LabChild> {
@@ -130,11 +145,12 @@ describe('end to end: a room of clients through reboots, a server restart, an im
     if (workDir) rmSync(workDir, { recursive: true, force: true });
   });
 
-  test('two clients, one ephemeral and one persistent, boot at once; each writes a file the other never sees', { timeout: E2E_LIMITS.imageBuildMs + E2E_LIMITS.bootMs + 240_000 }, async (t) => {
+  test('two clients, one ephemeral and one persistent, boot at once; each writes a file the other never sees', { timeout: E2E_LIMITS.imageBuildMs + E2E_LIMITS.bootMs + 240_000 }, async (t) => withEvidence(t, evidence, async () => {
     if (!ready(t)) return;
     const disk = join(workDir!, 'disk.raw');
     await buildTestImage(disk);
     const lab = await createLab({});
+    labDir = lab.dir;
     const dataDir = join(lab.dir, 'data');
     const catalogue = Catalogue.open(dataDir);
     try {
@@ -169,9 +185,9 @@ describe('end to end: a room of clients through reboots, a server restart, an im
     assert.doesNotMatch(await b.shell('cat /root/mine.txt'), new RegExp(`mine-${a.name}`));
     // Both run with the keeper that step 2 relies on.
     for (const vm of [a, b]) assert.match(await vm.shell('systemctl is-active diskless-nbd-keeper'), /^active$/m, `${vm.name}: the NBD keeper runs`);
-  });
+  }));
 
-  test('the server restarts under both clients while they write: they carry on, no I/O error, no acknowledged write lost', { timeout: 10 * 60_000 }, async (t) => {
+  test('the server restarts under both clients while they write: they carry on, no I/O error, no acknowledged write lost', { timeout: 10 * 60_000 }, async (t) => withEvidence(t, evidence, async () => {
     if (!ready(t)) return;
     const { lab, a, b, config } = w();
     const vms = [a, b];
@@ -211,9 +227,9 @@ describe('end to end: a room of clients through reboots, a server restart, an im
       assert.match(await vm.shell('findmnt -n -o OPTIONS /'), /^rw[,\n]/m, `${vm.name}: the root is still read-write`);
       t.diagnostic(`${vm.name}: ${m[1]} acknowledged writes, all read back; ${dmesg.split('\n').filter((l) => /nbd|keeper/i.test(l)).slice(-3).join(' | ')}`);
     }
-  });
+  }));
 
-  test('a maintenance client installs a package; its draft becomes version 2; the running clients are stale and keep version 1', { timeout: E2E_LIMITS.bootMs + 10 * 60_000 }, async (t) => {
+  test('a maintenance client installs a package; its draft becomes version 2; the running clients are stale and keep version 1', { timeout: E2E_LIMITS.bootMs + 10 * 60_000 }, async (t) => withEvidence(t, evidence, async () => {
     if (!ready(t)) return;
     const { lab, a, b } = w();
     const on = await api('POST', `/clients/${MACS.m}/maintenance`, { on: true });
@@ -252,9 +268,9 @@ describe('end to end: a room of clients through reboots, a server restart, an im
       assert.equal(c.targetVersion, 2);
       assert.equal(await hasPackage(vm), false, `${vm.name} keeps what it booted`);
     }
-  });
+  }));
 
-  test('after a reboot the ephemeral client runs version 2 without its old file; the persistent one keeps its file and its version', { timeout: E2E_LIMITS.bootMs + 5 * 60_000 }, async (t) => {
+  test('after a reboot the ephemeral client runs version 2 without its old file; the persistent one keeps its file and its version', { timeout: E2E_LIMITS.bootMs + 5 * 60_000 }, async (t) => withEvidence(t, evidence, async () => {
     if (!ready(t)) return;
     const { a, b } = w();
     const [evA, evB] = await Promise.all([reboot(a), reboot(b)]);
@@ -268,9 +284,9 @@ describe('end to end: a room of clients through reboots, a server restart, an im
     assert.match(await b.shell('cat /root/mine.txt'), new RegExp(`mine-${b.name}`), 'B is persistent: its file is still there');
     assert.equal(await hasPackage(b), false);
     assert.equal((await client(b.mac)).stale, true, 'B stays stale until it is reset');
-  });
+  }));
 
-  test('a rollback makes version 1 current again: the persistent client is current, the ephemeral one boots without the package', { timeout: E2E_LIMITS.bootMs + 5 * 60_000 }, async (t) => {
+  test('a rollback makes version 1 current again: the persistent client is current, the ephemeral one boots without the package', { timeout: E2E_LIMITS.bootMs + 5 * 60_000 }, async (t) => withEvidence(t, evidence, async () => {
     if (!ready(t)) return;
     const { a, b } = w();
     const r = await api('POST', `/images/${IMAGE}/rollback`, {});
@@ -284,5 +300,5 @@ describe('end to end: a room of clients through reboots, a server restart, an im
     assert.equal(await hasPackage(a), false, 'A boots version 1: no package');
     assert.equal((await client(a.mac)).stale, false);
     await Promise.all([a.stop(), b.stop()]);
-  });
+  }));
 });

@@ -87,6 +87,8 @@ export interface SiteDhcp {
   address: string;
 }
 
+const SITE_NETNS_READY = 'site-netns-ready';
+
 /**
  * dnsmasq as the site's DHCP server: addresses only (no boot file, no PXE
  * options), router advertisements on, at .2 in a namespace of its own
@@ -101,7 +103,11 @@ export async function startSiteDhcp(lab: Lab): Promise<SiteDhcp> {
   const peer = { bridge: 'vsite0', dir: lab.dir, hostAddress: (n: number) => lab.hostAddress(n) };
   const args = dnsmasqArgs(peer, { routerAdvertisements: true }).filter((a) => !a.startsWith('--dhcp-boot='));
   const setup = [
-    // The veth end is moved in by the parent once this process exists: wait for it, bounded (10 s).
+    // Printed once this shell runs, i.e. after unshare has made the new namespace: until then the
+    // pid is still `ip netns exec` or unshare in the lab's namespace, and a veth end moved to it
+    // would land in the lab's namespace instead.
+    `echo ${SITE_NETNS_READY}`,
+    // The veth end is moved in by the parent after that line: wait for it, bounded (10 s).
     'n=0; while ! ip link show vsite0 >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 100 ] && exit 3; sleep 0.1; done',
     'ip link set lo up',
     `ip addr add ${address}/${lab.prefixLength} dev vsite0`,
@@ -111,6 +117,7 @@ export async function startSiteDhcp(lab: Lab): Promise<SiteDhcp> {
   ].join('\n');
   const child = lab.spawn('unshare', ['--net', 'sh', '-c', setup, 'site-dhcp', ...args], { logFile: join(lab.dir, 'site-dnsmasq.log') });
   if (child.pid === undefined) throw new LabError('LAB_COMMAND_FAILED', 'could not start the site DHCP server');
+  await waitForLog(child.logFile, new RegExp(SITE_NETNS_READY), { timeoutMs: LAB_BOOT_LIMITS.siteDhcpReadyMs, process: child });
   await lab.exec('ip', ['link', 'add', 'vsite', 'type', 'veth', 'peer', 'name', 'vsite0', 'netns', String(child.pid)]);
   await lab.exec('ip', ['link', 'set', 'vsite', 'master', lab.bridge]);
   await lab.exec('ip', ['link', 'set', 'vsite', 'up']);

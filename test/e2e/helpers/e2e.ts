@@ -9,9 +9,10 @@
  * waitForLog() reads, the socket is where commands are typed.
  */
 import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Catalogue } from '../../../src/app/catalogue.js';
 import { addBootableVersion, DEMO_SERVER_READY } from '../../../src/app/demo.js';
@@ -226,4 +227,23 @@ export function assertBootTimeline(vm: Pick<ShellVm, 'name'>, events: readonly B
   assert.equal(nbd.detail?.image, image);
   // The kernel's NBD connection comes from the address our DHCP gave iPXE (the initramfs reuses it).
   assert.equal(nbd.detail?.address, ack.detail?.address, `${vm.name}: NBD from the leased address`);
+}
+
+/** Characters of each log's end a failed step reports. */
+const EVIDENCE_CHARS = 1500;
+
+/**
+ * Runs a step; when it fails, the ends of the logs that say why (the
+ * guests' consoles, the server's log) go into the error's message and the
+ * test's diagnostics, so a failure far away (CI) can be read from its report.
+ */
+export async function withEvidence<T>(t: TestContext, logs: () => readonly string[], body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (e) {
+    const tails = logs().map((f) => `--- ${basename(f)} ends:\n${readLog(f).slice(-EVIDENCE_CHARS)}`);
+    for (const tail of tails) t.diagnostic(tail.replace(/\n/g, ' | '));
+    if (e instanceof Error) e.message += `\n${tails.join('\n')}`;
+    throw e;
+  }
 }
