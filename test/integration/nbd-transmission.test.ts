@@ -15,6 +15,7 @@ import { Gate, HookedDevice, sleep, until } from '../helpers/nbd-devices.js';
 import { MemoryStream } from '../helpers/nbd-fuzz.js';
 import { NbdServer } from '../../src/protocols/nbd/server.js';
 import type { NbdError } from '../../src/protocols/nbd/errors.js';
+import { createLogger } from '../../src/lib/log.js';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
@@ -553,6 +554,52 @@ describe('nbd flow control, counters and shutdown', () => {
       await assert.rejects(b.read(MiB, 1), (e: NbdReplyError) => e.errno === E.NBD_EINVAL);
       a.close();
       b.close();
+    });
+  });
+});
+
+describe('nbd socket reads into chosen buffers', () => {
+  test('a TCP connection is read into chosen buffers, not through data events', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'debug', pretty: false, write: (l) => lines.push(l) });
+    const s = await startNbdServer({ disk: { device: new MemoryDevice(MiB) } }, { logger });
+    try {
+      const c = await NbdTestClient.open(s.port, 'disk');
+      await c.write(0, patternBytes(100 * KiB, 5));
+      c.close();
+    } finally {
+      destroyAllSockets();
+      await s.close();
+    }
+    const opened = lines.map((l) => JSON.parse(l) as { msg: string; reads?: string }).filter((r) => r.msg === 'nbd connection opened');
+    assert.deepEqual(opened.map((r) => r.reads), ['into chosen buffers']);
+  });
+
+  test('pipelined writes of every size keep their data while a slow device holds their buffers', async () => {
+    // Writes wait a while in the device (the asynchronous path, buffers held
+    // from the pool) while later ones are read, some straight into buffers
+    // the pool handed out before: each must reach the device intact.
+    let n = 0;
+    const dev = new HookedDevice(new MemoryDevice(16 * MiB), {
+      hook: async (call) => {
+        if (call.op === 'write') await sleep(n++ % 3);
+      },
+    });
+    await withServer({ disk: { device: dev } }, async (s) => {
+      const c = await NbdTestClient.open(s.port, 'disk');
+      const sizes = [1, 511, 4096, 16 * KiB - 1, 16 * KiB, 16 * KiB + 1, 100 * KiB + 3, MiB, MiB + 17, 3 * MiB + 5];
+      const writes: { offset: number; data: Buffer }[] = [];
+      let offset = 0;
+      for (let round = 0; round < 3; round++) {
+        for (const [i, size] of sizes.entries()) {
+          writes.push({ offset, data: patternBytes(size, 100 * round + i) });
+          offset += size;
+        }
+      }
+      assert.ok(offset <= 16 * MiB);
+      await Promise.all(writes.map((w) => c.write(w.offset, w.data)));
+      for (const w of writes) assert.deepEqual(await c.read(w.offset, w.data.length), w.data, `write of ${w.data.length} at ${w.offset}`);
+      c.close();
     });
   });
 });

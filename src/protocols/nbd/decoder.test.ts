@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assertSplitInvariant, feed } from '../../../test/helpers/nbd-split.js';
+import { assertSplitInvariant, feed, feedTransient } from '../../../test/helpers/nbd-split.js';
 import { encodeClientFlags, encodeInfoRequest, encodeMetaContextRequest, encodeOption, encodeRequestHeader } from './codec.js';
 import { COMMANDS, OPTIONS } from './constants.js';
 import { ClientStreamDecoder, DECODER_STATES } from './decoder.js';
@@ -177,4 +177,69 @@ test('zero-length option payloads and reads split in odd places', () => {
   const r = assertSplitInvariant(Buffer.concat([flags, abort, sr, abort]));
   assert.deepEqual(r.frames.slice(1).map((f) => (f as { option: number }).option), [2, 8, 2]);
   assert.ok(r.frames.slice(1).every((f) => (f as { payload: Buffer }).payload.length === 0));
+});
+
+test('transient input: a large write payload is read straight into its buffer, after any bytes that came with the header', () => {
+  const data = Buffer.alloc(100_000);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 13) & 0xff;
+  const big = Buffer.concat([req(COMMANDS.NBD_CMD_WRITE, 7n, 0, data.length), data]);
+  const bytes = Buffer.concat([flags, go, read, big, read]);
+  const owned = feed([bytes]);
+  // Reads of assorted sizes, some ending inside the header, some inside the payload.
+  for (const size of [1, 7, 32, 100, 4096, 65536, bytes.length]) {
+    const chunks: Buffer[] = [];
+    for (let at = 0; at < bytes.length; at += size) chunks.push(bytes.subarray(at, at + size));
+    for (const directMin of [1, 16 * 1024]) {
+      const r = feedTransient(chunks, { directMin });
+      assert.equal(r.error, undefined);
+      assert.deepEqual(r.frames.map((f) => f.kind), owned.frames.map((f) => f.kind));
+      assert.deepEqual((r.frames[3] as { payload: Buffer }).payload, data, `reads of ${size}, directMin ${directMin}`);
+    }
+  }
+
+  const pool: Buffer[] = [];
+  const d = new ClientStreamDecoder({ maxOptionPayload: 1024, maxPayload: 1 << 20 }, { transientInput: true, allocate: (n) => (pool.push(Buffer.alloc(n)), pool[pool.length - 1]!) });
+  d.push(Buffer.concat([flags, go]));
+  d.next();
+  d.next();
+  d.expectRequests();
+  d.release();
+  // Nothing is offered while other bytes are buffered or no write payload is awaited.
+  assert.equal(d.directTarget(), null);
+  d.push(big.subarray(0, 36)); // the 28-byte header and 8 bytes of data
+  assert.equal(d.next(), null);
+  assert.equal(d.directTarget(1 << 20), null, 'less than asked for remains');
+  const target = d.directTarget(1024)!;
+  assert.equal(target.length, data.length - 8);
+  assert.equal(target.buffer, pool[0]!.buffer, 'the target is the payload buffer the allocator gave');
+  data.copy(target, 0, 8, 5008);
+  d.receivedDirect(5000);
+  assert.equal(d.next(), null);
+  assert.throws(() => d.receivedDirect(data.length), /cannot take/, 'a read longer than the target is a bug, not data');
+  const rest = d.directTarget()!;
+  data.copy(rest, 0, 5008);
+  d.receivedDirect(rest.length);
+  const frame = d.next() as { payload: Buffer; pooled?: boolean };
+  assert.deepEqual(frame.payload, data);
+  assert.equal(frame.pooled, true);
+  assert.equal(d.directTarget(), null);
+});
+
+test('transient input: fail() drops a payload being filled, and bytes read into it later are ignored', () => {
+  const d = new ClientStreamDecoder({ maxOptionPayload: 1024, maxPayload: 1 << 20 }, { transientInput: true });
+  d.push(Buffer.concat([flags, go, req(COMMANDS.NBD_CMD_WRITE, 1n, 0, 50_000)]));
+  d.next();
+  d.next();
+  d.expectRequests();
+  assert.equal(d.next(), null);
+  d.release();
+  const target = d.directTarget()!;
+  assert.equal(target.length, 50_000);
+  d.receivedDirect(1000);
+  d.fail();
+  assert.equal(d.directTarget(), null);
+  // A read that was already aimed at the payload still completes: counted, not decoded.
+  d.receivedDirect(2000);
+  assert.equal(d.next(), null);
+  assert.equal(d.ignoredBytes, 3000);
 });

@@ -20,6 +20,16 @@
  * next bytes are an option or a request depends on the server's answer, so
  * after each option the decoder waits in OPTION_PENDING until the session
  * says which comes next. Requests are pipelined and need no such pause.
+ *
+ * Input is owned or transient. Owned (the default): pushed chunks stay
+ * valid, and a write payload that arrived in one chunk is returned as a
+ * view of it. Transient (`transientInput`, for a socket read into one
+ * reused buffer, lib/socket-reader.ts): a pushed chunk is valid only until
+ * release() returns, so no frame refers to it: a write's payload buffer is
+ * taken from `allocate` when its header is decoded and filled as the bytes
+ * arrive, option payloads are copied, and release() copies whatever is
+ * still unconsumed. directTarget() then lets the caller have the rest of a
+ * write's payload read straight into that buffer (receivedDirect()).
  */
 import { COMMANDS, MAGICS, NBD_PORTABLE_PAYLOAD_LIMIT, SIZES } from './constants.js';
 import { decodeOptionHeader, readU64, type RequestHeader } from './codec.js';
@@ -38,6 +48,13 @@ export const DECODER_STATES = {
   FAILED: 'FAILED',
 } as const;
 export type DecoderState = (typeof DECODER_STATES)[keyof typeof DECODER_STATES];
+
+export interface DecoderOptions {
+  /** Where a write payload is gathered (default: a new buffer). */
+  allocate?: (size: number) => Buffer;
+  /** Pushed chunks are valid only until release() (see above). */
+  transientInput?: boolean;
+}
 
 export interface DecoderLimits {
   /** Largest option payload read into memory; longer ones are skipped (OPTION_DISCARD). */
@@ -84,18 +101,24 @@ export class ClientStreamDecoder {
   private optionLength = 0;
   /** Write whose payload is being read or skipped. */
   private pending: RequestFrame | null = null;
+  /** Transient input: the pending write's payload buffer, and how much of it holds data. */
+  private payload: Buffer | null = null;
+  private filled = 0;
   /** Bytes still to skip in OPTION_DISCARD / WRITE_DISCARD. */
   private toSkip = 0;
   /** Bytes dropped because they came after NBD_CMD_DISC or a framing error. */
   ignoredBytes = 0;
 
   private readonly writeDiscardLimit: number;
+  private readonly allocate: ((size: number) => Buffer) | undefined;
+  private readonly transient: boolean;
 
   constructor(
     private readonly limits: DecoderLimits,
-    /** Where a write payload that arrived in pieces is gathered (default: a new buffer). */
-    private readonly allocate?: (size: number) => Buffer,
+    options: DecoderOptions = {},
   ) {
+    this.allocate = options.allocate;
+    this.transient = options.transientInput === true;
     // proto.md "Size constraints": payloads up to 2^25 SHOULD NOT be taken for
     // a denial of service even above the advertised maximum, so writes up to
     // that are read and failed; only beyond both is the connection closed.
@@ -133,11 +156,64 @@ export class ClientStreamDecoder {
     this.stateNow = DECODER_STATES.REQUEST_HEADER;
   }
 
-  /** Stops decoding for good (the session is closing); buffered bytes are dropped. */
+  /**
+   * Stops decoding for good (the session is closing); buffered bytes are
+   * dropped. A payload buffer being filled is dropped too, never given back
+   * to `allocate`'s pool: a read into it may still be under way.
+   */
   fail(): void {
     this.stateNow = DECODER_STATES.FAILED;
-    this.ignoredBytes += this.available;
+    this.ignoredBytes += this.available + this.filled;
     this.dropAll();
+    this.pending = null;
+    this.payload = null;
+    this.filled = 0;
+  }
+
+  /**
+   * Transient input: where the next bytes of the stream may be read
+   * straight to. The unfilled rest of the payload of the write being
+   * received, when no other byte is buffered (so the next bytes on the
+   * stream are that payload's) and at least `min` bytes of it remain; null
+   * otherwise. A read into it must not be longer than it is.
+   */
+  directTarget(min = 1): Buffer | null {
+    const payload = this.payload;
+    if (payload === null || this.available !== 0 || this.stateNow !== DECODER_STATES.WRITE_PAYLOAD) return null;
+    if (payload.length - this.filled < Math.max(min, 1)) return null;
+    return payload.subarray(this.filled);
+  }
+
+  /**
+   * `n` bytes were read into the buffer directTarget() returned last. After
+   * fail() or NBD_CMD_DISC they are counted as ignored.
+   */
+  receivedDirect(n: number): void {
+    if (this.stateNow === DECODER_STATES.DISCONNECTED || this.stateNow === DECODER_STATES.FAILED) {
+      this.ignoredBytes += n;
+      return;
+    }
+    const payload = this.payload;
+    if (payload === null || this.available !== 0 || this.stateNow !== DECODER_STATES.WRITE_PAYLOAD || !(n > 0 && n <= payload.length - this.filled)) {
+      throw new Error(`decoder cannot take ${n} bytes read directly in state ${this.stateNow}`);
+    }
+    this.filled += n;
+  }
+
+  /**
+   * Transient input: copies the bytes not consumed yet out of the pushed
+   * chunks, which the caller may then reuse. Cheap when nothing is left,
+   * which is the usual case.
+   */
+  release(): void {
+    if (!this.transient || this.chunks.length === 0) return;
+    if (this.available === 0) {
+      this.dropAll();
+      return;
+    }
+    const kept = this.copyInto(Buffer.allocUnsafe(this.available), this.available);
+    this.chunks = [kept];
+    this.head = 0;
   }
 
   /**
@@ -216,6 +292,10 @@ export class ClientStreamDecoder {
               return { ...frame, kind: 'oversizeWrite' };
             }
             this.pending = frame;
+            if (this.transient) {
+              this.payload = this.allocate ? this.allocate(frame.length) : Buffer.allocUnsafe(frame.length);
+              this.filled = 0;
+            }
             this.stateNow = DECODER_STATES.WRITE_PAYLOAD;
             continue;
           }
@@ -229,6 +309,23 @@ export class ClientStreamDecoder {
         }
         case DECODER_STATES.WRITE_PAYLOAD: {
           const frame = this.pending!;
+          const payload = this.payload;
+          if (payload !== null) {
+            const n = Math.min(this.available, payload.length - this.filled);
+            if (n > 0) {
+              this.copyInto(payload, n, this.filled);
+              this.skip(n);
+              this.filled += n;
+            }
+            if (this.filled < payload.length) return null;
+            frame.payload = payload;
+            if (this.allocate) frame.pooled = true;
+            this.payload = null;
+            this.filled = 0;
+            this.pending = null;
+            this.stateNow = DECODER_STATES.REQUEST_HEADER;
+            return frame;
+          }
           if (this.available < frame.length) return null;
           const first = this.chunks[0]!;
           if (this.allocate && first.length - this.head < frame.length) {
@@ -283,13 +380,13 @@ export class ClientStreamDecoder {
     return out;
   }
 
-  /** Copies the next n bytes (n <= available) into `out` without consuming them. */
-  private copyInto(out: Buffer, n: number): Buffer {
+  /** Copies the next n bytes (n <= available) into `out` from `at` on, without consuming them. */
+  private copyInto(out: Buffer, n: number, at = 0): Buffer {
     let copied = 0;
     let pos = this.head;
     for (const c of this.chunks) {
       const k = Math.min(c.length - pos, n - copied);
-      c.copy(out, copied, pos, pos + k);
+      c.copy(out, at + copied, pos, pos + k);
       copied += k;
       pos = 0;
       if (copied === n) break;
@@ -297,9 +394,9 @@ export class ClientStreamDecoder {
     return out;
   }
 
-  /** Consumes and returns n bytes (n <= available); zero-copy when contiguous. */
+  /** Consumes and returns n bytes (n <= available); zero-copy when contiguous and the input is owned. */
   private take(n: number): Buffer {
-    const b = this.peek(n);
+    const b = this.transient ? this.copyInto(Buffer.allocUnsafe(n), n) : this.peek(n);
     this.skip(n);
     return b;
   }

@@ -17,7 +17,7 @@ import { BufferPool } from './buffer-pool.js';
 import { NbdError } from './errors.js';
 import type { ExportResolver, Peer } from './exports.js';
 import { resolveLimits, type NbdLimits } from './limits.js';
-import { NbdSession, newExportStats, type NbdExportStats } from './session.js';
+import { NbdSession, RECEIVE_BUFFER_SIZE, newExportStats, type NbdExportStats } from './session.js';
 
 export { DEFAULT_LIMITS, type NbdLimits } from './limits.js';
 export type { NbdExportStats } from './session.js';
@@ -38,6 +38,8 @@ export class NbdServer {
   private server: Server | null = null;
   private closing: Promise<void> | null = null;
   private readonly buffers: BufferPool;
+  /** What every session's socket reads go into (session.ts). */
+  private readonly receiveBuffer = Buffer.allocUnsafeSlow(RECEIVE_BUFFER_SIZE);
 
   constructor(options: NbdServerOptions) {
     this.resolver = options.resolver;
@@ -103,6 +105,7 @@ export class NbdServer {
       logger: this.log,
       limits: this.limits,
       buffers: this.buffers,
+      receiveBuffer: this.receiveBuffer,
       statsFor: (name) => {
         let s = this.exportStats.get(name);
         if (!s) {
