@@ -19,14 +19,14 @@ import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream, closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync, existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { fioArgs, isWriteJob, NBD_JOBS, parseFioJson, type FioJob } from '../lib/fio.js';
 import { descendants, ProcessRegistry, sleep, treeCpuSeconds, treeMemory, waitFor, type TreeMemory } from '../lib/proc.js';
 import { bestOf, fmt, fmtInt, fmtRatio, markdownTable, ratioToBest, type Better } from '../lib/table.js';
-import { countFiles, logTail, SERVERS, settleAfterStop, type Role, type ServerSpec, type StartedServer } from './servers.js';
+import { countFiles, disklessAt, logTail, SERVERS, settleAfterStop, type Role, type ServerSpec, type StartedServer } from './servers.js';
 
 /** Defaults, and the limits that keep a run bounded. */
 export const DEFAULTS = {
@@ -74,6 +74,8 @@ fio (engine nbd) against diskless and its peer NBD servers, as ratios to the bes
   --runtime SECONDS   seconds per fio job (default ${DEFAULTS.runtimeSeconds})
   --size SIZE         golden image size, e.g. 512M, 2G (default 1G; half data, half holes)
   --servers LIST      comma-separated server ids (default all): ${SERVERS.map((s) => s.id).join(', ')}
+  --compare DIRS      comma-separated roots of other builds of diskless (bin/ and dist/, e.g. a copy
+                      of the tree before a change), run as reference rows diskless@NAME beside ours
   --jobs LIST         comma-separated job ids (default all): ${NBD_JOBS.map((j) => j.id).join(', ')}
   --clients N         connections for the memory-per-client test (default ${DEFAULTS.clients}; 0 skips it)
   --out DIR           where the JSON and markdown results go (default bench/results)
@@ -103,6 +105,23 @@ function pick<T extends { id: string }>(all: readonly T[], list: string | undefi
   return all.filter((x) => ids.includes(x.id));
 }
 
+/** The servers with a reference row of ours for each build in `list` (--compare), placed right after ours. */
+function withCompared(servers: ServerSpec[], list: string | undefined): ServerSpec[] {
+  if (list === undefined) return servers;
+  const extra: ServerSpec[] = [];
+  for (const dir of list.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const root = resolve(dir);
+    if (!existsSync(join(root, 'bin', 'diskless')) || !existsSync(join(root, 'dist', 'src', 'cli', 'main.js'))) {
+      throw new UsageError(`--compare: ${root} has no bin/diskless and dist/src/cli/main.js`);
+    }
+    const id = `diskless@${basename(root)}`;
+    if (extra.some((s) => s.id === id)) throw new UsageError(`--compare: two builds named ${basename(root)}`);
+    extra.push(disklessAt(id, 'reference', root));
+  }
+  const at = servers.findIndex((s) => s.role === 'ours');
+  return at < 0 ? [...extra, ...servers] : [...servers.slice(0, at + 1), ...extra, ...servers.slice(at + 1)];
+}
+
 function parseOptions(argv: string[]): Options | 'help' {
   const { values } = parseArgs({
     args: argv,
@@ -112,6 +131,7 @@ function parseOptions(argv: string[]): Options | 'help' {
       size: { type: 'string' },
       servers: { type: 'string' },
       jobs: { type: 'string' },
+      compare: { type: 'string' },
       clients: { type: 'string' },
       out: { type: 'string' },
       tmp: { type: 'string' },
@@ -136,7 +156,7 @@ function parseOptions(argv: string[]): Options | 'help' {
   return {
     runtimeSeconds,
     imageBytes: values.size === undefined ? DEFAULTS.imageBytes : parseSize(values.size),
-    servers: pick(SERVERS, values.servers, 'servers'),
+    servers: withCompared(pick(SERVERS, values.servers, 'servers'), values.compare),
     jobs: pick(NBD_JOBS, values.jobs, 'jobs'),
     clients,
     outDir: resolve(values.out ?? join(repoRoot, 'bench', 'results')),

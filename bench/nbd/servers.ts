@@ -100,22 +100,34 @@ function run(command: string, args: string[]): void {
   if (r.status !== 0) throw new ServerStartError(`${command} ${args.join(' ')} failed: ${(r.stderr || r.error?.message || '').trim()}`);
 }
 
-const ours: ServerSpec = {
-  id: 'diskless',
-  role: 'ours',
-  commands: [],
-  settings: '`bin/diskless export BASE --listen 127.0.0.1:PORT --name bench --cow DIR` (DISKLESS_LOG_LEVEL=warn)',
-  async start(ctx) {
-    const main = join(ctx.repoRoot, 'dist', 'src', 'cli', 'main.js');
-    if (!existsSync(main)) throw new ServerStartError(`not built: ${main} is missing (npx tsc -p tsconfig.json)`);
-    const overlayDir = join(ctx.runDir, 'overlay');
-    mkdirSync(overlayDir);
-    const bin = join(ctx.repoRoot, 'bin', 'diskless');
-    const args = [bin, 'export', ctx.base, '--listen', `127.0.0.1:${ctx.port}`, '--name', ctx.exportName, '--cow', overlayDir];
-    const s = await startForeground(ctx, process.execPath, args, { DISKLESS_LOG_LEVEL: 'warn' });
-    return { ...s, overlayDir };
-  },
-};
+/**
+ * Our server from the build under `root` (bin/diskless and dist/); `root`
+ * undefined: this checkout. Other builds (--compare) are references, so a
+ * run can set a change beside the build before it.
+ */
+export function disklessAt(id: string, role: Role, root?: string): ServerSpec {
+  return {
+    id,
+    role,
+    commands: [],
+    settings:
+      '`bin/diskless export BASE --listen 127.0.0.1:PORT --name bench --cow DIR` (DISKLESS_LOG_LEVEL=warn)' +
+      (root === undefined ? '' : ` from the build in ${root}`),
+    async start(ctx) {
+      const top = root ?? ctx.repoRoot;
+      const main = join(top, 'dist', 'src', 'cli', 'main.js');
+      if (!existsSync(main)) throw new ServerStartError(`not built: ${main} is missing (npx tsc -p tsconfig.json)`);
+      const overlayDir = join(ctx.runDir, 'overlay');
+      mkdirSync(overlayDir);
+      const bin = join(top, 'bin', 'diskless');
+      const args = [bin, 'export', ctx.base, '--listen', `127.0.0.1:${ctx.port}`, '--name', ctx.exportName, '--cow', overlayDir];
+      const s = await startForeground(ctx, process.execPath, args, { DISKLESS_LOG_LEVEL: 'warn' });
+      return { ...s, overlayDir };
+    },
+  };
+}
+
+const ours = disklessAt('diskless', 'ours');
 
 const nbdkitCow: ServerSpec = {
   id: 'nbdkit-cow',
