@@ -25,7 +25,7 @@ import { Store } from '../../src/state/store.js';
 import { createLab, run } from '../helpers/lab.js';
 import { DISKLESS_UP_LINE, LAB_HTTP_PORT, labServerConfig, NBD_ROOT_SOURCE, serverTimeline, startRouterAdverts, startServerInLab, untilRecorded } from '../helpers/lab-boot.js';
 import { requirePeers, requireRoot } from '../helpers/peers.js';
-import { assertBootTimeline, buildTestImage, E2E_LIMITS, macFor, startShellVm } from './helpers/e2e.js';
+import { assertBootTimeline, buildTestImage, E2E_LIMITS, macFor, startShellVm, type ShellVm } from './helpers/e2e.js';
 
 const PEERS = ['ip', 'qemu-system-x86_64', 'dnsmasq', 'curl', 'debootstrap', 'sfdisk', 'mkfs.ext4'] as const;
 const SHELL_PROMPT = /root@[^\s:]+:[^\n]*# ?$/m;
@@ -36,6 +36,22 @@ let workDir: string | null = null;
 
 function ready(t: TestContext): boolean {
   return requireRoot(t) && requirePeers(t, ...PEERS);
+}
+
+/**
+ * The sha256 the kit printed on the seed machine, read from its log there.
+ * A serial console can garble a character under load (CI saw one extra
+ * digit in the middle of a sha), so the guest prints the value twice on one
+ * line and a line whose copies differ is read again.
+ */
+async function capturedSha(seed: ShellVm): Promise<string> {
+  let last = '';
+  for (let attempt = 0; attempt < 5; attempt++) {
+    last = await seed.shell(`s=$(grep -o 'CAPTURED seed [0-9a-f]*' /root/capture.log | cut -d ' ' -f 3); echo "KIT-SHA $s $s"`);
+    const m = /^KIT-SHA ([0-9a-f]{64}) ([0-9a-f]{64})$/m.exec(last);
+    if (m && m[1] === m[2]) return m[1]!;
+  }
+  throw new Error(`no clean sha256 from the kit's log on the seed machine; last read: ${last}`);
 }
 
 describe('end to end: a machine with a local disk is prepared and captured by the kit, and its image boots disk-less', () => {
@@ -90,16 +106,17 @@ describe('end to end: a machine with a local disk is prepared and captured by th
 
     const marker = `seed-${randomBytes(8).toString('hex')}`;
     started = Date.now();
-    const capture = await seed.shell(`echo ${marker} > /etc/seed-marker && sync && curl -fsS ${server}/kit | DISKLESS_TOKEN=${token} sh -s -- capture --name seed 2>&1 | tr '\\r' '\\n' | grep -v '^progress' | tail -n 12`, KIT_STEP_MS);
+    const capture = await seed.shell(`echo ${marker} > /etc/seed-marker && sync && curl -fsS ${server}/kit | DISKLESS_TOKEN=${token} sh -s -- capture --name seed > /root/capture.log 2>&1; echo "capture-exit=$?"; tr '\\r' '\\n' < /root/capture.log | grep -v '^progress' | tail -n 12`, KIT_STEP_MS);
     t.diagnostic(`capture: ${Math.round((Date.now() - started) / 1000)} s`);
-    const captured = /CAPTURED seed ([0-9a-f]{64})/.exec(capture);
-    assert.ok(captured, capture);
+    assert.match(capture, /^capture-exit=0$/m, capture);
+    assert.match(capture, /CAPTURED seed [0-9a-f]{64}/, capture);
+    const kitSha = await capturedSha(seed);
     await seed.stop();
 
     // The server holds it as a published, bootable version with the sha256 the kit computed on the machine.
     const version = store.images.current('seed');
     assert.ok(version, 'image seed has a version');
-    assert.equal(version.sha256, captured[1]);
+    assert.equal(version.sha256, kitSha);
     assert.equal((version.bootInfo as Record<string, unknown> | null)?.origin, 'capture');
 
     // A disk-less machine boots it.
