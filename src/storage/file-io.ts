@@ -33,13 +33,16 @@ export async function readFully(fh: FileHandle, buf: Buffer, offset: number, len
  * into calls of this size. Why: the kernel sizes the page cache folios it
  * allocates for a buffered write by the length of the call, and a 1 MiB
  * call into a part of the file not yet in the page cache asks for 1 MiB
- * folios. On the bench VM (a guest whose free memory is handed back to its
- * host in large blocks) those took 1.7-2.5 ms of system time per MiB
- * against 0.15-0.4 ms for the same bytes in 256 KiB calls (64 KiB: 0.2 ms,
- * 512 KiB: 0.6-0.75 ms); once the pages are cached the size makes no
- * difference. Extra calls cost a microsecond or two each.
+ * folios, which a guest whose free memory is handed back to its host in
+ * large blocks pays for dearly (1.7-2.5 ms of system time per MiB on an
+ * earlier bench VM, against 0.15-0.4 ms in 256 KiB calls); small calls
+ * cost a system call each. Measured on the 2-core bench VM (kernel 6.18,
+ * fio 1 MiB sequential writes at qd 8 through a fresh overlay, 5 s, runs
+ * alternated, server CPU per GB including start-up): 64 KiB calls
+ * 3.2-3.8 GB/s at 0.29-0.34 s/GB, 128 KiB 3.2-3.7 GB/s, 256 KiB 3.5-4.4
+ * GB/s at 0.25-0.32 s/GB, 512 KiB 2.7-4.2 GB/s at 0.27-0.42 s/GB.
  */
-export const MAX_WRITE_CALL = 64 * 1024;
+export const MAX_WRITE_CALL = 256 * 1024;
 
 /**
  * The buffers of one write cut into groups of at most MAX_WRITE_CALL bytes,
