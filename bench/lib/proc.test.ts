@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { clockTicksPerSecond, descendants, isAlive, isListening, isListeningBy, parseProcStat, ProcessRegistry, readProcStat, treeCpuSeconds, treeMemory } from './proc.js';
+import { clockTicksPerSecond, descendants, dirtyBytes, isAlive, isListening, isListeningBy, parseProcStat, ProcessRegistry, readProcStat, treeCpuSeconds, treeMemory } from './proc.js';
 
 test('parses a stat line whose command name holds spaces and parentheses', () => {
   const line = '4242 (we ird) (x) S 17 4242 4242 0 -1 4194368 143 403 0 0 79 12 22 174 20 0 1 0 83932 12328960 1066 18446744073709551615';
@@ -60,4 +60,12 @@ test('the registry ends a child and its grandchild by pid', async () => {
   await exited;
   assert.equal(isAlive(grand[0]!.pid, grand[0]!.starttime), false);
   await reg.stop(pid); // a second stop of the same pid signals nothing
+});
+
+test('dirtyBytes adds Dirty and Writeback from /proc/meminfo, and is undefined when either is missing', () => {
+  const meminfo = 'MemTotal:       24576000 kB\nDirty:              2048 kB\nWriteback:           512 kB\nWritebackTmp:          7 kB\n';
+  assert.equal(dirtyBytes(meminfo), (2048 + 512) * 1024);
+  assert.equal(dirtyBytes('MemTotal:       24576000 kB\nDirty:              2048 kB\n'), undefined);
+  const live = dirtyBytes();
+  assert.ok(live !== undefined && Number.isInteger(live) && live >= 0, `live value ${live}`);
 });

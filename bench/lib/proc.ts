@@ -229,6 +229,37 @@ export async function waitFor(check: () => boolean, timeoutMs: number, pollMs = 
   }
 }
 
+/** Dirty plus under-writeback page cache in bytes, from /proc/meminfo; undefined when it cannot be read. */
+export function dirtyBytes(meminfo?: string): number | undefined {
+  let text = meminfo;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/meminfo', 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+  let total = 0;
+  let seen = 0;
+  for (const m of text.matchAll(/^(Dirty|Writeback):\s+(\d+) kB$/gm)) {
+    total += Number(m[2]) * 1024;
+    seen++;
+  }
+  return seen === 2 ? total : undefined;
+}
+
+/**
+ * Writes back what earlier runs left dirty in the page cache (sync(1)) and
+ * waits until little is left, at most `timeoutMs`: otherwise the kernel's
+ * writeback of one server's data runs during, and is throttled onto, the
+ * next server's run. Returns the dirty bytes left.
+ */
+export async function drainDirtyPages(timeoutMs = 30_000, belowBytes = 32 << 20): Promise<number | undefined> {
+  spawnSync('sync', [], { stdio: 'ignore', timeout: timeoutMs });
+  await waitFor(() => (dirtyBytes() ?? 0) < belowBytes, timeoutMs, 100);
+  return dirtyBytes();
+}
+
 /** How long a process gets to end after SIGTERM before SIGKILL. */
 export const TERM_GRACE_MS = 5000;
 

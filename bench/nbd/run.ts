@@ -24,7 +24,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { fioArgs, isWriteJob, NBD_JOBS, parseFioJson, type FioJob } from '../lib/fio.js';
-import { descendants, ProcessRegistry, sleep, treeCpuSeconds, treeMemory, waitFor, type TreeMemory } from '../lib/proc.js';
+import { descendants, drainDirtyPages, ProcessRegistry, sleep, treeCpuSeconds, treeMemory, waitFor, type TreeMemory } from '../lib/proc.js';
 import { bestOf, fmt, fmtInt, fmtRatio, markdownTable, ratioToBest, type Better } from '../lib/table.js';
 import { countFiles, disklessAt, logTail, SERVERS, settleAfterStop, type Role, type ServerSpec, type StartedServer } from './servers.js';
 
@@ -327,6 +327,10 @@ class Bench {
     let pid: number | undefined;
     let port = 0;
     try {
+      // Every server starts with the page cache as clean as the last: the
+      // writes of earlier runs are written back first, not during this one.
+      await drainDirtyPages();
+      row.load1AtStart = loadavg()[0];
       const s = await this.startServer(server, runDir, DEFAULTS.fioMaxClients);
       pid = s.started.pid;
       port = s.port;
@@ -760,7 +764,7 @@ export async function main(argv: string[]): Promise<number> {
         jobs: opts.jobs,
         servers: opts.servers.map((s) => ({ id: s.id, role: s.role, settings: s.settings })),
         cache:
-          'Page cache: the golden image is read whole before the runs, so every server reads it warm; caches are not dropped between runs.',
+          'Page cache: the golden image is read whole before the runs, so every server reads it warm; caches are not dropped between runs, but before each run what earlier runs left dirty is written back (sync, then a wait until under 32 MiB is dirty), so no run pays for the writeback of another.',
       },
       host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version, loadavgStart, loadavgEnd: loadavg() },
       versions: {
