@@ -38,7 +38,9 @@ function fioJob(r: PeerResult): FioJob {
 
 const fioArgs = (uri: string, rw: string, extra: string[] = []): string[] => [
   '--name=verify', '--ioengine=nbd', `--uri=${uri}`, `--rw=${rw}`, '--bsrange=512-64k', '--bs_unaligned=0',
-  '--size=16m', '--iodepth=16', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=json', ...extra,
+  '--size=16m', '--iodepth=16', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1',
+  // A failed verification would otherwise leave its state file in the working directory.
+  '--verify_state_save=0', '--output-format=json', ...extra,
 ];
 
 describe('nbd interop: fio', () => {
