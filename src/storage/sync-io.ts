@@ -54,7 +54,9 @@ export const DEFAULT_SYNC_IO: Readonly<SyncIoPolicy> = Object.freeze({
   maxBytes: 1024 * 1024,
   slowMs: 1,
   slowMsPerMiB: 2,
-  slowStreak: 1e9,
+  // Three in a row: one or two slow calls are a busy host descheduling the
+  // process; three are a disk the page cache is not hiding.
+  slowStreak: 3,
   backoffMs: 1000,
 });
 
