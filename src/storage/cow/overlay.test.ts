@@ -463,3 +463,22 @@ async function checkExtents(dev: BlockDevice, model: BlockDevice, offset: number
   }
   assert.equal(pos, offset + length, 'extents cover the range');
 }
+
+test('once its I/O gate closes, the overlay declines the synchronous paths and serves through the thread pool, bytes unchanged', async (t) => {
+  const dir = await tempDir(t);
+  const { base, bytes } = patternBase(4 * MiB, MiB);
+  // Every synchronous call counts as slow and the first one closes the gate for a minute.
+  const ov = await CowOverlay.open({ base, dir, syncIo: { maxBytes: MiB, slowMs: -1, slowMsPerMiB: 0, slowStreak: 1, backoffMs: 60_000 } });
+  t.after(() => ov.close());
+  // A whole cluster: no read-modify-write, so no base read (the base has no synchronous path).
+  const a = Buffer.alloc(DEFAULT_CLUSTER_SIZE, 0xa1);
+  const b = Buffer.alloc(6000, 0xb2);
+  assert.equal(ov.tryWriteSync(0, a), true, 'open until a call was slow');
+  assert.equal(ov.tryWriteSync(20_000, b), false, 'closed: the write is left to write()');
+  assert.equal(ov.tryReadSync(0, 4096, Buffer.alloc(4096)), false, 'closed: the read is left to read()');
+  await ov.write(20_000, b);
+  const expected = Buffer.from(bytes.subarray(0, 64 * KiB));
+  a.copy(expected, 0);
+  b.copy(expected, 20_000);
+  assert.ok((await ov.read(0, 64 * KiB)).equals(expected));
+});
