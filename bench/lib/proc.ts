@@ -250,14 +250,14 @@ export function dirtyBytes(meminfo?: string): number | undefined {
 
 /**
  * Writes back what earlier runs left dirty in the page cache (sync(1)) and
- * waits until little is left, at most `timeoutMs`: otherwise the kernel's
- * writeback of one server's data runs during, and is throttled onto, the
- * next server's run. Returns the dirty bytes left.
+ * waits until less than `belowBytes` is dirty or under writeback, for at
+ * most `timeoutMs` in all: otherwise the kernel's writeback of one server's
+ * data runs during, and is throttled onto, the next server's run.
  */
-export async function drainDirtyPages(timeoutMs = 30_000, belowBytes = 32 << 20): Promise<number | undefined> {
+export async function drainDirtyPages(timeoutMs = 30_000, belowBytes = 32 << 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
   spawnSync('sync', [], { stdio: 'ignore', timeout: timeoutMs });
-  await waitFor(() => (dirtyBytes() ?? 0) < belowBytes, timeoutMs, 100);
-  return dirtyBytes();
+  await waitFor(() => (dirtyBytes() ?? 0) < belowBytes, Math.max(0, deadline - Date.now()), 100);
 }
 
 /** How long a process gets to end after SIGTERM before SIGKILL. */
